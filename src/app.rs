@@ -1,0 +1,156 @@
+//! Wiring: build the shared state from a validated config, bind the listeners (port 0 allowed),
+//! start the key refreshers and readiness tracking, and stop it all on request.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::admin::{self, Readiness};
+use crate::authz::{AuthorizationServer, AuthzService};
+use crate::check::Authorizer;
+use crate::config::Config;
+use crate::jwks::JwksManager;
+use crate::metrics::Metrics;
+
+/// Name the gRPC health service reports for the Check service.
+pub const AUTHZ_SERVICE_NAME: &str = "envoy.service.auth.v3.Authorization";
+
+/// A started service. Dropping it does not stop it; call [`Running::shutdown`].
+pub struct Running {
+    pub grpc_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub metrics: Metrics,
+    pub authorizer: Arc<Authorizer>,
+    pub ready: Arc<Readiness>,
+    stop: watch::Sender<bool>,
+    servers: Vec<JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stop accepting, let in-flight Checks finish (bounded), stop background tasks.
+    pub async fn shutdown(self, drain: Duration) {
+        self.ready.set(false);
+        let _ = self.stop.send(true);
+        for s in self.servers {
+            let abort = s.abort_handle();
+            if tokio::time::timeout(drain, s).await.is_err() {
+                abort.abort();
+            }
+        }
+        for b in self.background {
+            b.abort();
+        }
+    }
+}
+
+/// Start the service on the configured addresses.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let metrics = Metrics::new();
+    let jwks = JwksManager::new(&config, metrics.clone()).context("building the JWKS client")?;
+    let grpc = TcpListener::bind(config.grpc_addr)
+        .await
+        .with_context(|| format!("binding gRPC listener {}", config.grpc_addr))?;
+    let admin = TcpListener::bind(config.admin_addr)
+        .await
+        .with_context(|| format!("binding admin listener {}", config.admin_addr))?;
+    let grpc_addr = grpc.local_addr()?;
+    let admin_addr = admin.local_addr()?;
+
+    let authorizer = Arc::new(Authorizer {
+        config: ArcSwap::from_pointee(config),
+        jwks: jwks.clone(),
+    });
+    let ready = Arc::new(Readiness::default());
+    let (stop, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_not_serving::<AuthorizationServer<AuthzService>>()
+        .await;
+    let service = AuthzService {
+        authorizer: authorizer.clone(),
+        metrics: metrics.clone(),
+    };
+    let grpc_task = tokio::spawn({
+        let rx = stop_rx.clone();
+        async move {
+            let result = tonic::transport::Server::builder()
+                .add_service(health_service)
+                .add_service(AuthorizationServer::new(service))
+                .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stopped(rx))
+                .await;
+            if let Err(e) = result {
+                tracing::error!(error = %e, "grpc server failed");
+            }
+        }
+    });
+    let admin_task = tokio::spawn({
+        let rx = stop_rx.clone();
+        let app = admin::router(metrics.clone(), ready.clone());
+        async move {
+            if let Err(e) = axum::serve(admin, app)
+                .with_graceful_shutdown(stopped(rx))
+                .await
+            {
+                tracing::error!(error = %e, "admin server failed");
+            }
+        }
+    });
+
+    let mut background = jwks.spawn_refresh();
+    // Readiness follows the key state: ready once every issuer has usable keys, and back to
+    // not-ready if one goes stale. gRPC health and /readyz read the same flag.
+    background.push(tokio::spawn({
+        let ready = ready.clone();
+        let jwks = jwks.clone();
+        let mut rx = stop_rx;
+        async move {
+            let mut was = None;
+            loop {
+                let now = jwks.all_ready() && !*rx.borrow();
+                ready.set(now);
+                if was != Some(now) {
+                    if now {
+                        health
+                            .set_serving::<AuthorizationServer<AuthzService>>()
+                            .await;
+                        tracing::info!("ready");
+                    } else {
+                        health
+                            .set_not_serving::<AuthorizationServer<AuthzService>>()
+                            .await;
+                    }
+                    was = Some(now);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    _ = rx.changed() => {
+                        health.set_not_serving::<AuthorizationServer<AuthzService>>().await;
+                    }
+                }
+            }
+        }
+    }));
+    tracing::info!(grpc = %grpc_addr, admin = %admin_addr, "listening");
+    Ok(Running {
+        grpc_addr,
+        admin_addr,
+        metrics,
+        authorizer,
+        ready,
+        stop,
+        servers: vec![grpc_task, admin_task],
+        background,
+    })
+}

@@ -1,0 +1,266 @@
+//! The gRPC adapter for `envoy.service.auth.v3.Authorization/Check`: protobuf in, domain
+//! decision, protobuf out, recorded once. The only module that sees generated types.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::FutureExt;
+use prost_types::{Struct, Value, value::Kind};
+use tonic::{Request, Response, Status};
+
+use crate::challenge::{self, DenyReason};
+use crate::check::{Authorizer, CheckInput, Decision, Denied, upstream_headers};
+use crate::metrics::Metrics;
+use crate::pb::envoy::config::core::v3::{
+    HeaderValue, HeaderValueOption, header_value_option::HeaderAppendAction,
+};
+use crate::pb::envoy::service::auth::v3::{
+    AttributeContext, CheckRequest, CheckResponse, DeniedHttpResponse, OkHttpResponse,
+    attribute_context::{HttpRequest, Request as AttrRequest},
+    authorization_server::Authorization,
+    check_response::HttpResponse,
+};
+use crate::pb::envoy::r#type::v3::HttpStatus;
+use crate::pb::google::rpc;
+
+pub use crate::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
+
+/// The tonic service.
+pub struct AuthzService {
+    pub authorizer: Arc<Authorizer>,
+    pub metrics: Metrics,
+}
+
+#[tonic::async_trait]
+impl Authorization for AuthzService {
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        let started = Instant::now();
+        let (input, request_id) = to_input(request.into_inner());
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        // Fail closed: a panic anywhere in the decision is a deny, never a gRPC error that a
+        // `failure_mode_allow: true` Envoy would turn into an allow.
+        let decision = AssertUnwindSafe(self.authorizer.decide(&input, now))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| Decision::Deny(Denied::internal()));
+        let response = self.to_response(&decision);
+        self.record(&decision, &request_id, &input, started);
+        Ok(Response::new(response))
+    }
+}
+
+impl Denied {
+    fn internal() -> Denied {
+        Denied {
+            reason: DenyReason::Internal,
+            resource: None,
+            route: None,
+            target: None,
+            scope: None,
+            principal: None,
+        }
+    }
+}
+
+/// Take the request apart; every field we read is named so a change upstream is visible here.
+fn to_input(req: CheckRequest) -> (CheckInput, String) {
+    let AttributeContext {
+        request,
+        context_extensions,
+        source: _,
+        destination: _,
+    } = req.attributes.unwrap_or_default();
+    let AttrRequest { http, time: _ } = request.unwrap_or_default();
+    let HttpRequest {
+        id,
+        method,
+        mut headers,
+        header_map,
+        path,
+        host,
+        scheme: _,
+        query: _,
+        fragment: _,
+        size: _,
+        protocol: _,
+        body: _,
+        raw_body: _,
+    } = http.unwrap_or_default();
+    // With `encode_raw_headers`, Envoy sends `header_map` instead of `headers`.
+    if headers.is_empty()
+        && let Some(map) = header_map
+    {
+        for HeaderValue {
+            key,
+            value,
+            raw_value,
+        } in map.headers
+        {
+            let value = if raw_value.is_empty() {
+                value
+            } else {
+                // A non-UTF-8 value cannot be a valid credential; keep it visibly broken.
+                String::from_utf8(raw_value).unwrap_or_else(|_| "\u{fffd}".into())
+            };
+            headers
+                .entry(key.to_ascii_lowercase())
+                .and_modify(|v| {
+                    v.push(',');
+                    v.push_str(&value);
+                })
+                .or_insert(value);
+        }
+    }
+    let request_id = headers.get("x-request-id").cloned().unwrap_or(id);
+    let path = if path.is_empty() {
+        headers.get(":path").cloned().unwrap_or_default()
+    } else {
+        path
+    };
+    let host = if host.is_empty() {
+        headers.get(":authority").cloned().unwrap_or_default()
+    } else {
+        host
+    };
+    let method = if method.is_empty() {
+        headers.get(":method").cloned().unwrap_or_default()
+    } else {
+        method
+    };
+    (
+        CheckInput {
+            method,
+            host,
+            path,
+            headers,
+            context_extensions,
+        },
+        request_id,
+    )
+}
+
+fn header(key: &str, value: String) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: key.to_owned(),
+            value,
+            raw_value: Vec::new(),
+        }),
+        append: None,
+        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+        keep_empty_value: false,
+    }
+}
+
+fn string_value(s: &str) -> Value {
+    Value {
+        kind: Some(Kind::StringValue(s.to_owned())),
+    }
+}
+
+impl AuthzService {
+    fn to_response(&self, decision: &Decision) -> CheckResponse {
+        let mut meta: HashMap<String, Value> = HashMap::new();
+        let (decision_label, reason_label) = decision.label();
+        meta.insert("decision".into(), string_value(decision_label));
+        meta.insert("reason".into(), string_value(reason_label));
+        meta.insert("resource".into(), string_value(decision.resource()));
+        match decision {
+            Decision::Allow(a) => {
+                let identity = self.authorizer.config.load().identity.clone();
+                let (set, remove) = upstream_headers(&identity, a.principal.as_ref());
+                meta.insert("route".into(), string_value(&a.route));
+                if let Some(p) = &a.principal {
+                    for (k, v) in [("sub", &p.subject), ("client_id", &p.client_id)] {
+                        if let Some(v) = v {
+                            meta.insert(k.into(), string_value(v));
+                        }
+                    }
+                    meta.insert("iss".into(), string_value(&p.issuer));
+                    meta.insert("scope".into(), string_value(&p.scopes.joined()));
+                }
+                CheckResponse {
+                    status: Some(rpc::Status {
+                        code: tonic::Code::Ok as i32,
+                        message: String::new(),
+                        details: vec![],
+                    }),
+                    http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+                        headers: set.into_iter().map(|(k, v)| header(&k, v)).collect(),
+                        headers_to_remove: remove,
+                        response_headers_to_add: vec![],
+                        query_parameters_to_set: vec![],
+                        query_parameters_to_remove: vec![],
+                    })),
+                    dynamic_metadata: Some(Struct {
+                        fields: meta.into_iter().collect(),
+                    }),
+                }
+            }
+            Decision::Deny(d) => {
+                let r = challenge::render(d.reason, d.target.as_ref(), d.scope.as_deref());
+                CheckResponse {
+                    status: Some(rpc::Status {
+                        code: tonic::Code::PermissionDenied as i32,
+                        message: String::new(),
+                        details: vec![],
+                    }),
+                    http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+                        status: Some(HttpStatus {
+                            code: i32::from(r.status),
+                        }),
+                        headers: r.headers.into_iter().map(|(k, v)| header(k, v)).collect(),
+                        body: r.body,
+                    })),
+                    dynamic_metadata: Some(Struct {
+                        fields: meta.into_iter().collect(),
+                    }),
+                }
+            }
+        }
+    }
+
+    /// One metric update and one access event per Check. Tokens are never logged.
+    fn record(&self, decision: &Decision, request_id: &str, input: &CheckInput, started: Instant) {
+        let elapsed = started.elapsed();
+        let (d, reason) = decision.label();
+        self.metrics
+            .check(d, reason, decision.resource(), elapsed.as_secs_f64());
+        let micros = elapsed.as_micros() as u64;
+        match decision {
+            Decision::Allow(a) => tracing::debug!(
+                request.id = request_id,
+                request.method = %input.method,
+                resource = %a.resource,
+                route = %a.route,
+                decision = d,
+                token.sub = a.principal.as_ref().and_then(|p| p.subject.as_deref()).unwrap_or("-"),
+                token.client_id = a.principal.as_ref().and_then(|p| p.client_id.as_deref()).unwrap_or("-"),
+                duration_us = micros,
+                "check"
+            ),
+            Decision::Deny(x) => tracing::info!(
+                request.id = request_id,
+                request.method = %input.method,
+                resource = x.resource.as_deref().unwrap_or("-"),
+                route = x.route.as_deref().unwrap_or("-"),
+                decision = d,
+                reason,
+                status = x.reason.shape().status,
+                scope = x.scope.as_deref().unwrap_or("-"),
+                token.sub = x.principal.as_ref().and_then(|p| p.subject.as_deref()).unwrap_or("-"),
+                token.client_id = x.principal.as_ref().and_then(|p| p.client_id.as_deref()).unwrap_or("-"),
+                duration_us = micros,
+                "check"
+            ),
+        }
+    }
+}

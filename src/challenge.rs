@@ -1,0 +1,346 @@
+//! Denial responses: HTTP status, RFC 6750 `WWW-Authenticate` challenge with the MCP
+//! `resource_metadata` and `scope` attributes, and the JSON body — one exhaustive mapping.
+
+use crate::token::TokenError;
+
+/// Why a request is denied. Each maps to exactly one status, error code and metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenyReason {
+    /// No `Authorization` header, or one of another scheme (RFC 6750 §3.1: no error code).
+    NoCredentials,
+    /// `Bearer` with no token, two Authorization headers, or a token of invalid syntax.
+    MalformedCredentials,
+    /// `access_token` in the query string (MCP: tokens MUST NOT be sent in the URI).
+    TokenInQuery,
+    /// The bearer token was refused.
+    Token(TokenError),
+    /// A valid token without every scope the operation needs.
+    InsufficientScope,
+    /// No route matched under default-deny.
+    NoRoute,
+    /// Envoy named a resource id that is not configured.
+    UnknownResource,
+    /// The path cannot be matched safely (encoded separators, bad escapes).
+    BadPath,
+    /// Something failed inside mcp-authz. Never an allow.
+    Internal,
+}
+
+/// What a denial looks like on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DenyShape {
+    pub status: u16,
+    /// RFC 6750 `error` value, when the response carries one.
+    pub error: Option<&'static str>,
+    /// Fixed `error_description` / JSON message (RFC 6750 §3 charset: no quotes or backslashes).
+    pub description: &'static str,
+    /// Whether a `WWW-Authenticate` challenge is sent.
+    pub challenge: bool,
+    /// Metric and log label.
+    pub label: &'static str,
+}
+
+/// Seconds a client should wait when the issuer's keys are unavailable.
+pub const RETRY_AFTER_SECONDS: u32 = 30;
+
+impl DenyReason {
+    /// The one place a reason becomes a response (contract §2, the decision matrix).
+    pub fn shape(self) -> DenyShape {
+        let s = |status, error, description, challenge, label| DenyShape {
+            status,
+            error,
+            description,
+            challenge,
+            label,
+        };
+        let invalid = |description, label| s(401, Some("invalid_token"), description, true, label);
+        match self {
+            DenyReason::NoCredentials => s(
+                401,
+                None,
+                "Authentication required. Use OAuth 2.0 with the authorization server listed in the Protected Resource Metadata.",
+                true,
+                "no_credentials",
+            ),
+            DenyReason::MalformedCredentials => s(
+                400,
+                Some("invalid_request"),
+                "Malformed Authorization header",
+                true,
+                "malformed_credentials",
+            ),
+            DenyReason::TokenInQuery => s(
+                400,
+                Some("invalid_request"),
+                "Access tokens are accepted only in the Authorization header",
+                true,
+                "token_in_query",
+            ),
+            DenyReason::Token(e) => match e {
+                TokenError::Malformed => {
+                    invalid("The access token is malformed", "token_malformed")
+                }
+                TokenError::TooLong => invalid("The access token is too long", "token_too_long"),
+                TokenError::UnknownIssuer => invalid(
+                    "The access token issuer is not trusted",
+                    "token_unknown_issuer",
+                ),
+                TokenError::DisallowedAlg => invalid(
+                    "The access token algorithm is not allowed",
+                    "token_disallowed_alg",
+                ),
+                TokenError::UnknownKid => invalid(
+                    "The access token signing key is unknown",
+                    "token_unknown_kid",
+                ),
+                TokenError::BadSignature => invalid(
+                    "The access token signature is invalid",
+                    "token_bad_signature",
+                ),
+                TokenError::MissingExp => {
+                    invalid("The access token has no expiry", "token_missing_exp")
+                }
+                TokenError::Expired => invalid("The access token expired", "token_expired"),
+                TokenError::NotYetValid => {
+                    invalid("The access token is not yet valid", "token_not_yet_valid")
+                }
+                TokenError::WrongAudience => invalid(
+                    "The access token was not issued for this resource",
+                    "token_wrong_audience",
+                ),
+                TokenError::NotAccessToken => {
+                    invalid("The token is not an access token", "token_not_access_token")
+                }
+                TokenError::NoKeys => s(
+                    503,
+                    None,
+                    "Token signing keys are temporarily unavailable",
+                    false,
+                    "no_signing_keys",
+                ),
+            },
+            DenyReason::InsufficientScope => s(
+                403,
+                Some("insufficient_scope"),
+                "The access token lacks the scope this request requires",
+                true,
+                "insufficient_scope",
+            ),
+            DenyReason::NoRoute => s(
+                403,
+                None,
+                "No policy allows this request",
+                false,
+                "no_route",
+            ),
+            DenyReason::UnknownResource => s(
+                403,
+                None,
+                "No protected resource is configured for this request",
+                false,
+                "unknown_resource",
+            ),
+            DenyReason::BadPath => s(
+                400,
+                None,
+                "The request path is not acceptable",
+                false,
+                "bad_path",
+            ),
+            DenyReason::Internal => s(500, None, "Authorization failed", false, "internal"),
+        }
+    }
+}
+
+/// The resource-specific parts of a challenge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChallengeTarget {
+    pub realm: String,
+    pub resource_metadata: String,
+}
+
+/// A rendered denial.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DenyResponse {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: String,
+}
+
+/// Render a denial. `scope` is the `scope=` attribute (space-separated, already restricted to
+/// configured scope tokens, so it cannot carry quotes).
+pub fn render(
+    reason: DenyReason,
+    target: Option<&ChallengeTarget>,
+    scope: Option<&str>,
+) -> DenyResponse {
+    let shape = reason.shape();
+    let mut headers: Vec<(&'static str, String)> = Vec::with_capacity(5);
+    if shape.challenge
+        && let Some(t) = target
+    {
+        headers.push(("www-authenticate", www_authenticate(&shape, t, scope)));
+    }
+    headers.push(("content-type", "application/json".into()));
+    headers.push(("cache-control", "no-store".into()));
+    // Browser-based MCP clients must be able to read the challenge (MCP Inspector).
+    headers.push(("access-control-expose-headers", "WWW-Authenticate".into()));
+    if shape.status == 503 {
+        headers.push(("retry-after", RETRY_AFTER_SECONDS.to_string()));
+    }
+    let mut body = serde_json::Map::new();
+    body.insert(
+        "error".into(),
+        shape.error.unwrap_or(json_error(shape.status)).into(),
+    );
+    body.insert("message".into(), shape.description.into());
+    if let (Some(s), DenyReason::InsufficientScope) = (scope, reason) {
+        body.insert("scope".into(), s.into());
+    }
+    DenyResponse {
+        status: shape.status,
+        headers,
+        body: serde_json::Value::Object(body).to_string(),
+    }
+}
+
+fn json_error(status: u16) -> &'static str {
+    match status {
+        400 => "bad_request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        503 => "unavailable",
+        _ => "internal_error",
+    }
+}
+
+/// RFC 6750 §3 + RFC 9728 §5.1 challenge.
+fn www_authenticate(shape: &DenyShape, t: &ChallengeTarget, scope: Option<&str>) -> String {
+    let mut v = format!("Bearer realm=\"{}\"", t.realm);
+    if let Some(e) = shape.error {
+        v.push_str(&format!(
+            ", error=\"{e}\", error_description=\"{}\"",
+            shape.description
+        ));
+    }
+    if let Some(s) = scope.filter(|s| !s.is_empty()) {
+        v.push_str(&format!(", scope=\"{s}\""));
+    }
+    v.push_str(&format!(", resource_metadata=\"{}\"", t.resource_metadata));
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> ChallengeTarget {
+        ChallengeTarget {
+            realm: "MCP Server".into(),
+            resource_metadata: "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
+                .into(),
+        }
+    }
+
+    fn header<'a>(r: &'a DenyResponse, name: &str) -> Option<&'a str> {
+        r.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn no_credentials_has_no_error_code() {
+        let r = render(
+            DenyReason::NoCredentials,
+            Some(&target()),
+            Some("files:list"),
+        );
+        assert_eq!(r.status, 401);
+        assert_eq!(
+            header(&r, "www-authenticate"),
+            Some(
+                "Bearer realm=\"MCP Server\", scope=\"files:list\", resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/mcp\""
+            )
+        );
+        assert_eq!(
+            r.body,
+            r#"{"error":"unauthorized","message":"Authentication required. Use OAuth 2.0 with the authorization server listed in the Protected Resource Metadata."}"#
+        );
+        assert_eq!(
+            header(&r, "access-control-expose-headers"),
+            Some("WWW-Authenticate")
+        );
+    }
+
+    #[test]
+    fn insufficient_scope_names_scopes() {
+        let r = render(
+            DenyReason::InsufficientScope,
+            Some(&target()),
+            Some("files:list files:read"),
+        );
+        assert_eq!(r.status, 403);
+        let h = header(&r, "www-authenticate").unwrap();
+        assert!(h.contains("error=\"insufficient_scope\""), "{h}");
+        assert!(h.contains("scope=\"files:list files:read\""), "{h}");
+        let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(body["scope"], "files:list files:read");
+    }
+
+    #[test]
+    fn policy_and_503_have_no_challenge() {
+        for reason in [
+            DenyReason::NoRoute,
+            DenyReason::BadPath,
+            DenyReason::Token(TokenError::NoKeys),
+        ] {
+            let r = render(reason, Some(&target()), None);
+            assert_eq!(header(&r, "www-authenticate"), None, "{reason:?}");
+        }
+        let r = render(DenyReason::Token(TokenError::NoKeys), Some(&target()), None);
+        assert_eq!(r.status, 503);
+        assert_eq!(header(&r, "retry-after"), Some("30"));
+    }
+
+    #[test]
+    fn descriptions_use_rfc6750_charset() {
+        let all = [
+            DenyReason::NoCredentials,
+            DenyReason::MalformedCredentials,
+            DenyReason::TokenInQuery,
+            DenyReason::InsufficientScope,
+            DenyReason::NoRoute,
+            DenyReason::UnknownResource,
+            DenyReason::BadPath,
+            DenyReason::Internal,
+            DenyReason::Token(TokenError::Malformed),
+            DenyReason::Token(TokenError::TooLong),
+            DenyReason::Token(TokenError::UnknownIssuer),
+            DenyReason::Token(TokenError::DisallowedAlg),
+            DenyReason::Token(TokenError::UnknownKid),
+            DenyReason::Token(TokenError::BadSignature),
+            DenyReason::Token(TokenError::MissingExp),
+            DenyReason::Token(TokenError::Expired),
+            DenyReason::Token(TokenError::NotYetValid),
+            DenyReason::Token(TokenError::WrongAudience),
+            DenyReason::Token(TokenError::NotAccessToken),
+            DenyReason::Token(TokenError::NoKeys),
+        ];
+        let mut labels = std::collections::BTreeSet::new();
+        for r in all {
+            let s = r.shape();
+            assert!(
+                s.description.bytes().all(|b| b == 0x20
+                    || b == 0x21
+                    || (0x23..=0x5b).contains(&b)
+                    || (0x5d..=0x7e).contains(&b)),
+                "{r:?}"
+            );
+            assert!(labels.insert(s.label), "duplicate label {}", s.label);
+            if s.status == 401 && r != DenyReason::NoCredentials {
+                assert_eq!(s.error, Some("invalid_token"));
+            }
+        }
+    }
+}

@@ -1,0 +1,429 @@
+//! The authorization decision for one request, in protocol-free terms: resource, route,
+//! credentials, token, scopes → allow (with identity headers) or a denial reason.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::challenge::{ChallengeTarget, DenyReason};
+use crate::config::{Config, IdentityHeaders, Resource, StepUpStrategy, expand_scopes};
+use crate::jwks::JwksManager;
+use crate::policy::{self, Requirement};
+use crate::scope::Scopes;
+use crate::token::{self, Principal};
+
+/// One request as Envoy described it (protobuf stays in `authz`).
+#[derive(Debug, Default, Clone)]
+pub struct CheckInput {
+    pub method: String,
+    /// `:authority` / `host`.
+    pub host: String,
+    /// `:path` as received, query string included.
+    pub path: String,
+    /// Lower-case header names; duplicates already merged by Envoy.
+    pub headers: HashMap<String, String>,
+    pub context_extensions: HashMap<String, String>,
+}
+
+impl CheckInput {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+}
+
+/// The outcome, with what the adapter needs to answer and record it.
+#[derive(Debug, Clone)]
+pub enum Decision {
+    Allow(Allowed),
+    Deny(Denied),
+}
+
+#[derive(Debug, Clone)]
+pub struct Allowed {
+    pub resource: String,
+    pub route: String,
+    /// `None` on public routes.
+    pub principal: Option<Principal>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Denied {
+    pub reason: DenyReason,
+    /// `None` when no resource could be chosen.
+    pub resource: Option<String>,
+    pub route: Option<String>,
+    pub target: Option<ChallengeTarget>,
+    /// The `scope=` attribute of the challenge.
+    pub scope: Option<String>,
+    /// Set when a valid token was refused for lack of scope (audit).
+    pub principal: Option<Principal>,
+}
+
+impl Decision {
+    pub fn label(&self) -> (&'static str, &'static str) {
+        match self {
+            Decision::Allow(_) => ("allow", "ok"),
+            Decision::Deny(d) => ("deny", d.reason.shape().label),
+        }
+    }
+
+    pub fn resource(&self) -> &str {
+        match self {
+            Decision::Allow(a) => &a.resource,
+            Decision::Deny(d) => d.resource.as_deref().unwrap_or("-"),
+        }
+    }
+}
+
+/// The shared, swappable state every Check reads.
+pub struct Authorizer {
+    pub config: ArcSwap<Config>,
+    pub jwks: Arc<JwksManager>,
+}
+
+impl Authorizer {
+    /// Decide one request. `now` is seconds since the epoch.
+    pub async fn decide(&self, input: &CheckInput, now: u64) -> Decision {
+        let config = self.config.load_full();
+        let deny = |reason, resource: Option<&Resource>| {
+            Decision::Deny(Denied {
+                reason,
+                resource: resource.map(|r| r.id.clone()),
+                route: None,
+                target: resource.map(target),
+                scope: None,
+                principal: None,
+            })
+        };
+        let method = input.method.to_ascii_uppercase();
+        let host = policy::authority_host(&input.host);
+        let Ok(path) = policy::normalize_path(&input.path) else {
+            return deny(DenyReason::BadPath, None);
+        };
+        let resource =
+            match policy::select_resource(&config, &input.context_extensions, &host, &path) {
+                Ok(r) => r,
+                Err(policy::ResourceMiss::UnknownId) => {
+                    return deny(DenyReason::UnknownResource, None);
+                }
+                Err(policy::ResourceMiss::NoMatch) => return deny(DenyReason::NoRoute, None),
+            };
+        let allow_public = |route: &str| {
+            Decision::Allow(Allowed {
+                resource: resource.id.clone(),
+                route: route.to_owned(),
+                principal: None,
+            })
+        };
+        let preflight = method == "OPTIONS"
+            && input.header("origin").is_some()
+            && input.header("access-control-request-method").is_some();
+        if policy::is_always_public(resource, &method, &path, preflight) {
+            return allow_public("well-known");
+        }
+        let (route, required) = match policy::match_route(resource, &host, &method, &path) {
+            Requirement::Public { route } => return allow_public(route),
+            Requirement::Deny => return deny(DenyReason::NoRoute, Some(resource)),
+            Requirement::Scopes { route, scopes } => (route, scopes),
+        };
+        let denied = |reason, scope: Option<String>, principal: Option<Principal>| {
+            Decision::Deny(Denied {
+                reason,
+                resource: Some(resource.id.clone()),
+                route: Some(route.to_owned()),
+                target: Some(target(resource)),
+                scope,
+                principal,
+            })
+        };
+        let token = match bearer_token(input) {
+            Ok(t) => t,
+            Err(DenyReason::NoCredentials) => {
+                // MCP 2025-11-25: the 401 SHOULD name the scopes this request needs.
+                let scope = (!required.is_empty()).then(|| required.joined());
+                return denied(DenyReason::NoCredentials, scope, None);
+            }
+            Err(reason) => return denied(reason, None, None),
+        };
+        let principal =
+            match token::validate(token, resource, &self.jwks, now, config.max_token_bytes).await {
+                Ok(p) => p,
+                Err(e) => return denied(DenyReason::Token(e), None, None),
+            };
+        let granted = expand_scopes(resource, &principal.scopes);
+        if required.iter().any(|s| !granted.contains(s)) {
+            let scope = step_up_scope(resource, &principal.scopes, required);
+            return denied(DenyReason::InsufficientScope, Some(scope), Some(principal));
+        }
+        Decision::Allow(Allowed {
+            resource: resource.id.clone(),
+            route: route.to_owned(),
+            principal: Some(principal),
+        })
+    }
+}
+
+fn target(r: &Resource) -> ChallengeTarget {
+    ChallengeTarget {
+        realm: r.realm.clone(),
+        resource_metadata: r.prm_url.clone(),
+    }
+}
+
+/// MCP 2025-11-25 §"Scope challenge handling": `union` names the scopes already granted that this
+/// resource knows plus the required ones, so clients that replace rather than accumulate scopes
+/// do not lose access; `required` (2026-07-28) names only what this request needs. Never
+/// `offline_access` (it is not the resource's to ask for).
+pub fn step_up_scope(resource: &Resource, granted: &Scopes, required: &Scopes) -> String {
+    let mut out = Scopes::default();
+    if resource.step_up == StepUpStrategy::Union {
+        out.extend(
+            granted
+                .iter()
+                .filter(|s| resource.known_scopes.contains(*s))
+                .map(str::to_owned),
+        );
+    }
+    out.extend(required.iter().map(str::to_owned));
+    Scopes::new(
+        out.iter()
+            .filter(|s| *s != "offline_access")
+            .map(str::to_owned),
+    )
+    .joined()
+}
+
+/// RFC 6750 §2.1: `Authorization: Bearer <b64token>`, scheme case-insensitive; §2.3 query
+/// tokens are refused outright (MCP authorization, "Token Requirements").
+fn bearer_token(input: &CheckInput) -> Result<&str, DenyReason> {
+    if query_has_access_token(&input.path) {
+        return Err(DenyReason::TokenInQuery);
+    }
+    let value = match input.header("authorization").map(str::trim) {
+        None | Some("") => return Err(DenyReason::NoCredentials),
+        Some(v) => v,
+    };
+    // Envoy joins repeated headers with ','; a b64token never contains one.
+    if value.contains(',') {
+        return Err(DenyReason::MalformedCredentials);
+    }
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(DenyReason::NoCredentials);
+    }
+    let token = rest.trim_start_matches(' ');
+    if token.is_empty() || !is_b64token(token) {
+        return Err(DenyReason::MalformedCredentials);
+    }
+    Ok(token)
+}
+
+/// b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+fn is_b64token(t: &str) -> bool {
+    let body = t.trim_end_matches('=');
+    !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
+}
+
+fn query_has_access_token(path: &str) -> bool {
+    let Some((_, query)) = path.split_once('?') else {
+        return false;
+    };
+    let query = query.split('#').next().unwrap_or("");
+    query.split(['&', ';']).any(|pair| {
+        let key = pair.split('=').next().unwrap_or("");
+        let key = key.replace('+', " ");
+        percent_decode(&key).eq_ignore_ascii_case("access_token")
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && let Some(v) = b
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Headers to set upstream on allow, and client-sent identity headers to strip. A header is
+/// either set (replacing any client copy) or removed, never both (Envoy removes a header that
+/// is in both lists).
+pub fn upstream_headers(
+    identity: &IdentityHeaders,
+    principal: Option<&Principal>,
+) -> (Vec<(String, String)>, Vec<String>) {
+    let mut set = Vec::new();
+    let mut remove = Vec::new();
+    let values: [(&str, Option<String>); 4] = match principal {
+        Some(p) => [
+            (&identity.subject, p.subject.clone()),
+            (&identity.client_id, p.client_id.clone()),
+            (&identity.scopes, Some(p.scopes.joined())),
+            (&identity.issuer, Some(p.issuer.clone())),
+        ],
+        None => [
+            (&identity.subject, None),
+            (&identity.client_id, None),
+            (&identity.scopes, None),
+            (&identity.issuer, None),
+        ],
+    };
+    for (name, value) in values {
+        match value.filter(|v| header_safe(v)) {
+            Some(v) => set.push((name.to_owned(), v)),
+            None => remove.push(name.to_owned()),
+        }
+    }
+    if !identity.forward_authorization && principal.is_some() {
+        remove.push("authorization".to_owned());
+    }
+    (set, remove)
+}
+
+/// Claim values become header values only when they are visible ASCII (or spaces): no CR/LF,
+/// no control bytes, nothing a proxy could read differently.
+fn header_safe(v: &str) -> bool {
+    !v.is_empty() && v.len() <= 4096 && v.bytes().all(|b| (0x20..0x7f).contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(auth: Option<&str>, path: &str) -> CheckInput {
+        let mut headers = HashMap::new();
+        if let Some(a) = auth {
+            headers.insert("authorization".to_owned(), a.to_owned());
+        }
+        CheckInput {
+            method: "POST".into(),
+            host: "h".into(),
+            path: path.into(),
+            headers,
+            context_extensions: HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn bearer_extraction_table() {
+        let cases: &[(Option<&str>, &str, Result<&str, DenyReason>)] = &[
+            (None, "/mcp", Err(DenyReason::NoCredentials)),
+            (Some(""), "/mcp", Err(DenyReason::NoCredentials)),
+            (
+                Some("Basic dXNlcjpwYXNz"),
+                "/mcp",
+                Err(DenyReason::NoCredentials),
+            ),
+            (
+                Some("Bearer"),
+                "/mcp",
+                Err(DenyReason::MalformedCredentials),
+            ),
+            (
+                Some("Bearer "),
+                "/mcp",
+                Err(DenyReason::MalformedCredentials),
+            ),
+            (
+                Some("Bearer aaa,Bearer bbb"),
+                "/mcp",
+                Err(DenyReason::MalformedCredentials),
+            ),
+            (
+                Some("Bearer a b"),
+                "/mcp",
+                Err(DenyReason::MalformedCredentials),
+            ),
+            (
+                Some("Bearer a\"b"),
+                "/mcp",
+                Err(DenyReason::MalformedCredentials),
+            ),
+            (Some("Bearer abc.def.ghi"), "/mcp", Ok("abc.def.ghi")),
+            (Some("bearer abc"), "/mcp", Ok("abc")),
+            (Some("BEARER  abc=="), "/mcp", Ok("abc==")),
+            (
+                Some("Bearer abc"),
+                "/mcp?access_token=x",
+                Err(DenyReason::TokenInQuery),
+            ),
+            (
+                None,
+                "/mcp?a=1&access_token=x",
+                Err(DenyReason::TokenInQuery),
+            ),
+            (None, "/mcp?access%5Ftoken=x", Err(DenyReason::TokenInQuery)),
+            (
+                None,
+                "/mcp?x_access_token=x",
+                Err(DenyReason::NoCredentials),
+            ),
+        ];
+        for (auth, path, want) in cases {
+            assert_eq!(bearer_token(&input(*auth, path)), *want, "{auth:?} {path}");
+        }
+    }
+
+    #[test]
+    fn identity_headers_set_or_removed_never_both() {
+        let id = IdentityHeaders {
+            subject: "x-sub".into(),
+            client_id: "x-client".into(),
+            scopes: "x-scopes".into(),
+            issuer: "x-iss".into(),
+            forward_authorization: false,
+        };
+        let p = Principal {
+            issuer: "https://iam".into(),
+            subject: Some("user\r\nx-admin: 1".into()),
+            client_id: None,
+            scopes: Scopes::parse_space("a b"),
+            expires_at: 0,
+        };
+        let (set, remove) = upstream_headers(&id, Some(&p));
+        assert_eq!(
+            set,
+            vec![
+                ("x-scopes".into(), "a b".into()),
+                ("x-iss".into(), "https://iam".into())
+            ]
+        );
+        assert_eq!(remove, vec!["x-sub", "x-client", "authorization"]);
+        let (set, remove) = upstream_headers(&id, None);
+        assert!(set.is_empty());
+        assert_eq!(remove, vec!["x-sub", "x-client", "x-scopes", "x-iss"]);
+    }
+
+    #[test]
+    fn step_up_strategies() {
+        let mut c = Config::from_yaml(
+            "resources:\n  - id: a\n    uri: https://x/mcp\n    issuers: [{issuer: https://i}]\n    routes: [{path: /mcp, scopes: [files:list]}, {path: /r, scopes: [files:read]}]\n",
+        )
+        .unwrap();
+        let r = &mut c.resources[0];
+        let granted = Scopes::parse_space("openid offline_access files:list other:x");
+        let required = Scopes::parse_space("files:read");
+        assert_eq!(
+            step_up_scope(r, &granted, &required),
+            "files:list files:read"
+        );
+        r.step_up = StepUpStrategy::Required;
+        assert_eq!(step_up_scope(r, &granted, &required), "files:read");
+    }
+}

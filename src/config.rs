@@ -1,0 +1,1164 @@
+//! Configuration: the YAML schema (serde, unknown fields rejected) and the validated
+//! runtime form every other module reads. Errors name the YAML path and the bad value.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::scope::{ScopeSet, Scopes};
+
+/// Context-extension key Envoy sets on a route to name the resource it protects.
+pub const RESOURCE_CONTEXT_KEY: &str = "mcp_authz_resource";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config is not valid YAML for mcp-authz: {0}")]
+    Yaml(#[from] serde_yaml::Error),
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+fn invalid(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Phase 1: the YAML schema.
+// ---------------------------------------------------------------------------
+
+/// Top level of the YAML file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Where the service listens.
+    #[serde(default)]
+    pub listen: RawListen,
+    /// JWKS fetching and caching, for every issuer unless the issuer overrides it.
+    #[serde(default)]
+    pub jwks: RawJwks,
+    /// Headers sent upstream on allow.
+    #[serde(default)]
+    pub identity: RawIdentity,
+    /// Request limits.
+    #[serde(default)]
+    pub limits: RawLimits,
+    /// One entry per protected MCP server.
+    pub resources: Vec<RawResource>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListen {
+    /// gRPC address for `envoy.service.auth.v3.Authorization` (default `127.0.0.1:9191`).
+    #[serde(default = "default_grpc")]
+    pub grpc: String,
+    /// Admin HTTP address for `/metrics`, `/healthz`, `/readyz` (default `127.0.0.1:9192`).
+    #[serde(default = "default_admin")]
+    pub admin: String,
+}
+
+impl Default for RawListen {
+    fn default() -> Self {
+        Self {
+            grpc: default_grpc(),
+            admin: default_admin(),
+        }
+    }
+}
+
+fn default_grpc() -> String {
+    "127.0.0.1:9191".into()
+}
+fn default_admin() -> String {
+    "127.0.0.1:9192".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwks {
+    /// Refresh period when the JWKS response has no usable `Cache-Control: max-age` (default 300).
+    #[serde(default = "d300")]
+    pub refresh_seconds: u64,
+    /// Lower bound applied to `Cache-Control: max-age` (default 60).
+    #[serde(default = "d60")]
+    pub min_refresh_seconds: u64,
+    /// Upper bound applied to `Cache-Control: max-age` (default 3600).
+    #[serde(default = "d3600")]
+    pub max_refresh_seconds: u64,
+    /// Retry period after a failed fetch (default 10).
+    #[serde(default = "d10")]
+    pub retry_seconds: u64,
+    /// Minimum time between two refetches triggered by an unknown `kid` (default 30).
+    #[serde(default = "d30")]
+    pub unknown_kid_cooldown_seconds: u64,
+    /// How long the last good key set is used while the issuer cannot be reached (default 86400).
+    #[serde(default = "d86400")]
+    pub max_stale_seconds: u64,
+    /// Timeout for one metadata or JWKS fetch (default 5).
+    #[serde(default = "d5")]
+    pub fetch_timeout_seconds: u64,
+    /// Largest accepted metadata or JWKS response (default 1 MiB).
+    #[serde(default = "d1mib")]
+    pub max_response_bytes: usize,
+    /// Allow plain `http://` to non-loopback hosts. Development only (default false).
+    #[serde(default)]
+    pub allow_insecure_http: bool,
+}
+
+impl Default for RawJwks {
+    fn default() -> Self {
+        serde_yaml::from_str("{}").expect("defaults deserialize")
+    }
+}
+
+fn d5() -> u64 {
+    5
+}
+fn d10() -> u64 {
+    10
+}
+fn d30() -> u64 {
+    30
+}
+fn d60() -> u64 {
+    60
+}
+fn d300() -> u64 {
+    300
+}
+fn d3600() -> u64 {
+    3600
+}
+fn d86400() -> u64 {
+    86400
+}
+fn d1mib() -> usize {
+    1 << 20
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentity {
+    /// Header carrying the token's `sub` (default `x-mcp-authz-subject`).
+    #[serde(default = "h_sub")]
+    pub subject_header: String,
+    /// Header carrying the client id from `client_id` or `azp` (default `x-mcp-authz-client-id`).
+    #[serde(default = "h_client")]
+    pub client_id_header: String,
+    /// Header carrying the granted scopes, space-separated (default `x-mcp-authz-scopes`).
+    #[serde(default = "h_scopes")]
+    pub scopes_header: String,
+    /// Header carrying the token's issuer (default `x-mcp-authz-issuer`).
+    #[serde(default = "h_iss")]
+    pub issuer_header: String,
+    /// Forward the client's `Authorization` header upstream (default true).
+    #[serde(default = "dtrue")]
+    pub forward_authorization: bool,
+}
+
+impl Default for RawIdentity {
+    fn default() -> Self {
+        serde_yaml::from_str("{}").expect("defaults deserialize")
+    }
+}
+
+fn h_sub() -> String {
+    "x-mcp-authz-subject".into()
+}
+fn h_client() -> String {
+    "x-mcp-authz-client-id".into()
+}
+fn h_scopes() -> String {
+    "x-mcp-authz-scopes".into()
+}
+fn h_iss() -> String {
+    "x-mcp-authz-issuer".into()
+}
+fn dtrue() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Longest accepted bearer token in bytes; longer ones are `invalid_token` (default 8192).
+    #[serde(default = "d8192")]
+    pub max_token_bytes: usize,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            max_token_bytes: d8192(),
+        }
+    }
+}
+
+fn d8192() -> usize {
+    8192
+}
+
+/// One protected MCP server.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResource {
+    /// Short identifier, also the Envoy `context_extensions` value naming this resource.
+    pub id: String,
+    /// Canonical resource URI (RFC 8707 / RFC 9728 `resource`), e.g. `https://mcp.example.com/mcp`.
+    pub uri: String,
+    /// `realm` in every challenge (default: the resource URI).
+    #[serde(default)]
+    pub realm: Option<String>,
+    /// PRM `resource_name`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// PRM `resource_documentation`.
+    #[serde(default)]
+    pub documentation: Option<String>,
+    /// PRM `scopes_supported` (default: the scopes the routes require to connect).
+    #[serde(default)]
+    pub scopes_supported: Option<Vec<String>>,
+    /// PRM `authorization_servers` (default: every configured issuer).
+    #[serde(default)]
+    pub authorization_servers: Option<Vec<String>>,
+    /// Trusted token issuers.
+    pub issuers: Vec<RawIssuer>,
+    /// Route policy; first match wins. Default: one route covering the resource path, any valid token.
+    #[serde(default)]
+    pub routes: Option<Vec<RawRoute>>,
+    /// Scopes required when no route matches; absent means unmatched requests are denied (403).
+    #[serde(default)]
+    pub default_scopes: Option<Vec<String>>,
+    /// Scope implications, e.g. `files:admin: [files:read, files:write]`.
+    #[serde(default)]
+    pub scope_implications: BTreeMap<String, Vec<String>>,
+    /// `scope=` in 403 step-up challenges: `union` (granted ∪ required, default) or `required`.
+    #[serde(default)]
+    pub step_up: StepUpStrategy,
+}
+
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StepUpStrategy {
+    /// MCP 2025-11-25 recommendation: scopes already granted (known to this resource) plus the missing ones.
+    #[default]
+    Union,
+    /// MCP 2026-07-28 alternative: only the scopes this request requires.
+    Required,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIssuer {
+    /// Exact `iss` value.
+    pub issuer: String,
+    /// JWKS URL. When absent (and no `jwks_file`), it is discovered from the issuer's metadata.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// Local JWKS file (air-gapped deployments, tests).
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// Accepted signature algorithms (default RS256, ES256).
+    #[serde(default = "default_algs")]
+    pub algorithms: Vec<String>,
+    /// Clock leeway for `exp`/`nbf`/`iat` (default 30).
+    #[serde(default = "d30")]
+    pub leeway_seconds: u64,
+    /// Audiences accepted besides the resource URI (e.g. a Casdoor client id). Off by default.
+    #[serde(default)]
+    pub extra_audiences: Vec<String>,
+}
+
+fn default_algs() -> Vec<String> {
+    vec!["RS256".into(), "ES256".into()]
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// Optional name shown in logs and metrics.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Match only this host (the `:authority` without port, case-insensitive).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Exact path match (the query string is never part of matching).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Path prefix match, on segment boundaries (`/mcp` matches `/mcp` and `/mcp/x`, not `/mcpx`).
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// HTTP methods this route matches (default: all).
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+    /// No token needed.
+    #[serde(default)]
+    pub public: bool,
+    /// Required scopes, all of them; an empty list means any valid token.
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+}
+
+// ---------------------------------------------------------------------------
+// Phase 2: the validated runtime form.
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub grpc_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub jwks: JwksSettings,
+    pub identity: IdentityHeaders,
+    pub max_token_bytes: usize,
+    pub resources: Vec<Resource>,
+    /// Every distinct issuer, with where its keys come from.
+    pub issuers: Vec<IssuerKeysConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct JwksSettings {
+    pub refresh: Duration,
+    pub min_refresh: Duration,
+    pub max_refresh: Duration,
+    pub retry: Duration,
+    pub unknown_kid_cooldown: Duration,
+    pub max_stale: Duration,
+    pub fetch_timeout: Duration,
+    pub max_response_bytes: usize,
+    pub allow_insecure_http: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct IdentityHeaders {
+    pub subject: String,
+    pub client_id: String,
+    pub scopes: String,
+    pub issuer: String,
+    pub forward_authorization: bool,
+}
+
+impl IdentityHeaders {
+    pub fn all(&self) -> [&str; 4] {
+        [&self.subject, &self.client_id, &self.scopes, &self.issuer]
+    }
+}
+
+/// Where an issuer's signing keys come from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum KeySource {
+    /// RFC 8414 then OpenID Connect discovery from the issuer URL.
+    Discovery,
+    JwksUri(Url),
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct IssuerKeysConfig {
+    pub issuer: String,
+    pub source: KeySource,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Alg {
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    ES256,
+    ES384,
+    EdDSA,
+}
+
+impl Alg {
+    pub fn parse(s: &str) -> Option<Alg> {
+        Some(match s {
+            "RS256" => Alg::RS256,
+            "RS384" => Alg::RS384,
+            "RS512" => Alg::RS512,
+            "PS256" => Alg::PS256,
+            "PS384" => Alg::PS384,
+            "PS512" => Alg::PS512,
+            "ES256" => Alg::ES256,
+            "ES384" => Alg::ES384,
+            "EdDSA" => Alg::EdDSA,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Alg::RS256 => "RS256",
+            Alg::RS384 => "RS384",
+            Alg::RS512 => "RS512",
+            Alg::PS256 => "PS256",
+            Alg::PS384 => "PS384",
+            Alg::PS512 => "PS512",
+            Alg::ES256 => "ES256",
+            Alg::ES384 => "ES384",
+            Alg::EdDSA => "EdDSA",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TrustedIssuer {
+    pub issuer: String,
+    pub algorithms: Vec<Alg>,
+    pub leeway: Duration,
+    pub extra_audiences: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Resource {
+    pub id: String,
+    /// Canonical URI exactly as configured (no trailing slash): PRM `resource` and required `aud`.
+    pub uri: String,
+    /// Lowercase host of `uri`.
+    pub host: String,
+    /// Path of `uri` (`/` when empty).
+    pub path: String,
+    pub realm: String,
+    pub name: Option<String>,
+    pub documentation: Option<String>,
+    pub scopes_supported: Vec<String>,
+    pub authorization_servers: Vec<String>,
+    pub issuers: Vec<TrustedIssuer>,
+    pub routes: Vec<Route>,
+    /// `None`: unmatched requests are denied by policy.
+    pub default_scopes: Option<Scopes>,
+    pub implications: HashMap<String, Vec<String>>,
+    pub step_up: StepUpStrategy,
+    /// The path-suffixed PRM URL (RFC 9728 §3.1), used in `resource_metadata`.
+    pub prm_url: String,
+    /// The path part of `prm_url`, and the root well-known path; both are public.
+    pub prm_paths: [String; 2],
+    /// Every scope this resource knows (routes, implications, scopes_supported).
+    pub known_scopes: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum PathMatch {
+    Exact(String),
+    Prefix(String),
+}
+
+impl PathMatch {
+    pub fn matches(&self, path: &str) -> bool {
+        match self {
+            PathMatch::Exact(p) => path == p,
+            PathMatch::Prefix(p) => {
+                p == "/"
+                    || path == p
+                    || (path.starts_with(p.as_str())
+                        && (p.ends_with('/') || path.as_bytes().get(p.len()) == Some(&b'/')))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    pub host: Option<String>,
+    pub path: PathMatch,
+    /// Upper-case methods; empty = any.
+    pub methods: Vec<String>,
+    pub access: Access,
+}
+
+#[derive(Debug, Clone)]
+pub enum Access {
+    Public,
+    Scopes(Scopes),
+}
+
+impl Config {
+    pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = serde_yaml::from_str(text)?;
+        Config::try_from(raw)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut cfg = Config::from_yaml(&text)?;
+        // Relative `jwks_file` paths are relative to the config file.
+        if let Some(dir) = path.parent() {
+            for i in &mut cfg.issuers {
+                if let KeySource::File(p) = &mut i.source
+                    && p.is_relative()
+                {
+                    *p = dir.join(&*p);
+                }
+            }
+        }
+        Ok(cfg)
+    }
+
+    pub fn resource(&self, id: &str) -> Option<&Resource> {
+        self.resources.iter().find(|r| r.id == id)
+    }
+}
+
+impl TryFrom<RawConfig> for Config {
+    type Error = ConfigError;
+
+    fn try_from(raw: RawConfig) -> Result<Self, Self::Error> {
+        let grpc_addr = parse_addr("listen.grpc", &raw.listen.grpc)?;
+        let admin_addr = parse_addr("listen.admin", &raw.listen.admin)?;
+        let jwks = validate_jwks(&raw.jwks)?;
+        let identity = validate_identity(&raw.identity)?;
+        if raw.limits.max_token_bytes < 64 {
+            return Err(invalid("limits.max_token_bytes", "must be at least 64"));
+        }
+        if raw.resources.is_empty() {
+            return Err(invalid("resources", "at least one resource is required"));
+        }
+        let mut resources = Vec::with_capacity(raw.resources.len());
+        let mut issuers: Vec<IssuerKeysConfig> = Vec::new();
+        for (i, r) in raw.resources.into_iter().enumerate() {
+            let at = format!("resources[{i}]");
+            let resource = validate_resource(&at, r, &jwks, &mut issuers)?;
+            if resources.iter().any(|o: &Resource| o.id == resource.id) {
+                return Err(invalid(
+                    format!("{at}.id"),
+                    format!("duplicate resource id {:?}", resource.id),
+                ));
+            }
+            if resources.iter().any(|o: &Resource| o.uri == resource.uri) {
+                return Err(invalid(
+                    format!("{at}.uri"),
+                    format!("duplicate resource uri {:?}", resource.uri),
+                ));
+            }
+            resources.push(resource);
+        }
+        Ok(Config {
+            grpc_addr,
+            admin_addr,
+            jwks,
+            identity,
+            max_token_bytes: raw.limits.max_token_bytes,
+            resources,
+            issuers,
+        })
+    }
+}
+
+fn parse_addr(at: &str, s: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse()
+        .map_err(|_| invalid(at, format!("{s:?} is not an IP:port socket address")))
+}
+
+fn validate_jwks(j: &RawJwks) -> Result<JwksSettings, ConfigError> {
+    let nonzero = |name: &str, v: u64| {
+        if v == 0 {
+            Err(invalid(format!("jwks.{name}"), "must be greater than 0"))
+        } else {
+            Ok(Duration::from_secs(v))
+        }
+    };
+    let s = JwksSettings {
+        refresh: nonzero("refresh_seconds", j.refresh_seconds)?,
+        min_refresh: nonzero("min_refresh_seconds", j.min_refresh_seconds)?,
+        max_refresh: nonzero("max_refresh_seconds", j.max_refresh_seconds)?,
+        retry: nonzero("retry_seconds", j.retry_seconds)?,
+        unknown_kid_cooldown: Duration::from_secs(j.unknown_kid_cooldown_seconds),
+        max_stale: nonzero("max_stale_seconds", j.max_stale_seconds)?,
+        fetch_timeout: nonzero("fetch_timeout_seconds", j.fetch_timeout_seconds)?,
+        max_response_bytes: j.max_response_bytes,
+        allow_insecure_http: j.allow_insecure_http,
+    };
+    if s.min_refresh > s.max_refresh {
+        return Err(invalid(
+            "jwks.min_refresh_seconds",
+            "must not exceed jwks.max_refresh_seconds",
+        ));
+    }
+    if s.max_response_bytes < 1024 {
+        return Err(invalid("jwks.max_response_bytes", "must be at least 1024"));
+    }
+    Ok(s)
+}
+
+fn validate_header_name(at: &str, name: &str) -> Result<String, ConfigError> {
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.!#$%&'*+^`|~".contains(&b));
+    if !ok {
+        return Err(invalid(at, format!("{name:?} is not a valid header name")));
+    }
+    let lower = name.to_ascii_lowercase();
+    if matches!(
+        lower.as_str(),
+        "authorization" | "host" | "content-length" | "content-type" | "cookie" | "x-request-id"
+    ) {
+        return Err(invalid(
+            at,
+            format!("{name:?} cannot be an identity header"),
+        ));
+    }
+    Ok(lower)
+}
+
+fn validate_identity(i: &RawIdentity) -> Result<IdentityHeaders, ConfigError> {
+    let h = IdentityHeaders {
+        subject: validate_header_name("identity.subject_header", &i.subject_header)?,
+        client_id: validate_header_name("identity.client_id_header", &i.client_id_header)?,
+        scopes: validate_header_name("identity.scopes_header", &i.scopes_header)?,
+        issuer: validate_header_name("identity.issuer_header", &i.issuer_header)?,
+        forward_authorization: i.forward_authorization,
+    };
+    let distinct: BTreeSet<&str> = h.all().into_iter().collect();
+    if distinct.len() != 4 {
+        return Err(invalid(
+            "identity",
+            "identity header names must be distinct",
+        ));
+    }
+    Ok(h)
+}
+
+fn is_loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// Fetch targets must be https, except loopback or an explicit development switch.
+pub fn check_fetch_url(url: &Url, allow_insecure_http: bool) -> Result<(), String> {
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if is_loopback_host(url) || allow_insecure_http => Ok(()),
+        "http" => Err("plain http is refused for non-loopback hosts (set jwks.allow_insecure_http for development)".into()),
+        other => Err(format!("scheme {other:?} is not supported")),
+    }
+}
+
+fn validate_scope_token(at: &str, s: &str) -> Result<(), ConfigError> {
+    // RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+    let ok = !s.is_empty()
+        && s.bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            at,
+            format!("{s:?} is not a valid OAuth scope token"),
+        ))
+    }
+}
+
+fn validate_scopes(at: &str, list: &[String]) -> Result<Scopes, ConfigError> {
+    for (i, s) in list.iter().enumerate() {
+        validate_scope_token(&format!("{at}[{i}]"), s)?;
+    }
+    Ok(Scopes::new(list.iter().cloned()))
+}
+
+fn validate_path(at: &str, p: &str) -> Result<String, ConfigError> {
+    if !p.starts_with('/') {
+        return Err(invalid(at, format!("{p:?} must start with '/'")));
+    }
+    if crate::policy::normalize_path(p).as_deref() != Ok(p) {
+        return Err(invalid(
+            at,
+            format!(
+                "{p:?} is not a normalized path (no '//', '.', '..', '%', '?', '#', ';' or '\\')"
+            ),
+        ));
+    }
+    Ok(p.to_owned())
+}
+
+fn validate_resource(
+    at: &str,
+    r: RawResource,
+    jwks: &JwksSettings,
+    all_issuers: &mut Vec<IssuerKeysConfig>,
+) -> Result<Resource, ConfigError> {
+    if r.id.is_empty()
+        || !r
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return Err(invalid(
+            format!("{at}.id"),
+            format!(
+                "{:?} must be non-empty and use only letters, digits, '-', '_' and '.'",
+                r.id
+            ),
+        ));
+    }
+    let uri = Url::parse(&r.uri).map_err(|e| {
+        invalid(
+            format!("{at}.uri"),
+            format!("{:?} is not a URL: {e}", r.uri),
+        )
+    })?;
+    if !matches!(uri.scheme(), "https" | "http") {
+        return Err(invalid(
+            format!("{at}.uri"),
+            "scheme must be https (or http for local development)",
+        ));
+    }
+    // RFC 8707 §2 / RFC 9728 §1.2: absolute URI, no fragment; MCP: canonical, no trailing slash.
+    if uri.fragment().is_some() || uri.query().is_some() {
+        return Err(invalid(
+            format!("{at}.uri"),
+            "must not have a query or fragment",
+        ));
+    }
+    let host = uri
+        .host_str()
+        .ok_or_else(|| invalid(format!("{at}.uri"), "must have a host"))?
+        .to_ascii_lowercase();
+    if r.uri.ends_with('/') {
+        return Err(invalid(
+            format!("{at}.uri"),
+            format!(
+                "{:?} must not end with '/' (the canonical resource URI has no trailing slash)",
+                r.uri
+            ),
+        ));
+    }
+    let path = if uri.path().is_empty() {
+        "/".to_owned()
+    } else {
+        uri.path().to_owned()
+    };
+    validate_path(&format!("{at}.uri"), &path)?;
+    // RFC 9728 §3.1: insert the well-known segment between host and path.
+    let origin = uri.origin().ascii_serialization();
+    let suffix = if path == "/" { "" } else { path.as_str() };
+    let prm_path = format!("/.well-known/oauth-protected-resource{suffix}");
+    let prm_url = format!("{origin}{prm_path}");
+    let prm_paths = [prm_path, "/.well-known/oauth-protected-resource".to_owned()];
+
+    if r.issuers.is_empty() {
+        return Err(invalid(
+            format!("{at}.issuers"),
+            "at least one issuer is required",
+        ));
+    }
+    let mut issuers = Vec::new();
+    for (i, ri) in r.issuers.into_iter().enumerate() {
+        let iat = format!("{at}.issuers[{i}]");
+        issuers.push(validate_issuer(&iat, ri, jwks, all_issuers)?);
+    }
+    let mut seen = BTreeSet::new();
+    for (i, iss) in issuers.iter().enumerate() {
+        if !seen.insert(iss.issuer.as_str()) {
+            return Err(invalid(
+                format!("{at}.issuers[{i}].issuer"),
+                format!("issuer {:?} is listed twice", iss.issuer),
+            ));
+        }
+    }
+
+    let mut known_scopes = BTreeSet::new();
+    let mut implications = HashMap::new();
+    for (k, v) in &r.scope_implications {
+        let iat = format!("{at}.scope_implications.{k}");
+        validate_scope_token(&iat, k)?;
+        let implied = validate_scopes(&iat, v)?;
+        known_scopes.insert(k.clone());
+        known_scopes.extend(implied.iter().map(str::to_owned));
+        implications.insert(k.clone(), implied.iter().map(str::to_owned).collect());
+    }
+
+    let raw_routes = r.routes.unwrap_or_else(|| {
+        vec![RawRoute {
+            name: Some("default".into()),
+            host: None,
+            path: None,
+            path_prefix: Some(path.clone()),
+            methods: None,
+            public: false,
+            scopes: Some(vec![]),
+        }]
+    });
+    let mut routes = Vec::with_capacity(raw_routes.len());
+    for (i, rr) in raw_routes.into_iter().enumerate() {
+        let rat = format!("{at}.routes[{i}]");
+        let route = validate_route(&rat, i, rr)?;
+        if let Access::Scopes(s) = &route.access {
+            known_scopes.extend(s.iter().map(str::to_owned));
+        }
+        routes.push(route);
+    }
+
+    let default_scopes = match r.default_scopes {
+        None => None,
+        Some(list) => {
+            let s = validate_scopes(&format!("{at}.default_scopes"), &list)?;
+            known_scopes.extend(s.iter().map(str::to_owned));
+            Some(s)
+        }
+    };
+
+    let scopes_supported = match r.scopes_supported {
+        Some(list) => {
+            let s = validate_scopes(&format!("{at}.scopes_supported"), &list)?;
+            if s.iter().any(|x| x == "offline_access") {
+                return Err(invalid(
+                    format!("{at}.scopes_supported"),
+                    "offline_access does not belong in a resource's scopes_supported",
+                ));
+            }
+            known_scopes.extend(s.iter().map(str::to_owned));
+            list
+        }
+        // MCP: the minimal set for basic use — the scopes the routes require to connect.
+        None => {
+            let mut v: Vec<String> = Vec::new();
+            for route in &routes {
+                if let Access::Scopes(s) = &route.access {
+                    for x in s.iter() {
+                        if !v.iter().any(|y| y == x) {
+                            v.push(x.to_owned());
+                        }
+                    }
+                }
+            }
+            v
+        }
+    };
+
+    let authorization_servers = match r.authorization_servers {
+        Some(list) if list.is_empty() => {
+            return Err(invalid(
+                format!("{at}.authorization_servers"),
+                "MCP requires at least one authorization server",
+            ));
+        }
+        Some(list) => {
+            for (i, a) in list.iter().enumerate() {
+                Url::parse(a).map_err(|e| {
+                    invalid(
+                        format!("{at}.authorization_servers[{i}]"),
+                        format!("{a:?} is not a URL: {e}"),
+                    )
+                })?;
+            }
+            list
+        }
+        None => issuers.iter().map(|i| i.issuer.clone()).collect(),
+    };
+    if let Some(d) = &r.documentation {
+        Url::parse(d).map_err(|e| {
+            invalid(
+                format!("{at}.documentation"),
+                format!("{d:?} is not a URL: {e}"),
+            )
+        })?;
+    }
+
+    let realm = r.realm.unwrap_or_else(|| r.uri.clone());
+    if !realm
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        return Err(invalid(
+            format!("{at}.realm"),
+            "must be printable ASCII without '\"' or '\\'",
+        ));
+    }
+
+    Ok(Resource {
+        id: r.id,
+        uri: r.uri,
+        host,
+        path,
+        realm,
+        name: r.name,
+        documentation: r.documentation,
+        scopes_supported,
+        authorization_servers,
+        issuers,
+        routes,
+        default_scopes,
+        implications,
+        step_up: r.step_up,
+        prm_url,
+        prm_paths,
+        known_scopes,
+    })
+}
+
+fn validate_issuer(
+    at: &str,
+    ri: RawIssuer,
+    jwks: &JwksSettings,
+    all: &mut Vec<IssuerKeysConfig>,
+) -> Result<TrustedIssuer, ConfigError> {
+    if ri.issuer.is_empty() {
+        return Err(invalid(format!("{at}.issuer"), "must not be empty"));
+    }
+    let source = match (&ri.jwks_uri, &ri.jwks_file) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(at, "set either jwks_uri or jwks_file, not both"));
+        }
+        (Some(u), None) => {
+            let url = Url::parse(u).map_err(|e| {
+                invalid(format!("{at}.jwks_uri"), format!("{u:?} is not a URL: {e}"))
+            })?;
+            check_fetch_url(&url, jwks.allow_insecure_http)
+                .map_err(|m| invalid(format!("{at}.jwks_uri"), m))?;
+            KeySource::JwksUri(url)
+        }
+        (None, Some(f)) => KeySource::File(f.clone()),
+        (None, None) => {
+            let url = Url::parse(&ri.issuer).map_err(|e| {
+                invalid(
+                    format!("{at}.issuer"),
+                    format!("{:?} is not a URL, so its keys cannot be discovered ({e}); set jwks_uri or jwks_file", ri.issuer),
+                )
+            })?;
+            check_fetch_url(&url, jwks.allow_insecure_http)
+                .map_err(|m| invalid(format!("{at}.issuer"), m))?;
+            KeySource::Discovery
+        }
+    };
+    if ri.algorithms.is_empty() {
+        return Err(invalid(
+            format!("{at}.algorithms"),
+            "at least one algorithm is required",
+        ));
+    }
+    let mut algorithms = Vec::new();
+    for (i, a) in ri.algorithms.iter().enumerate() {
+        let alg = Alg::parse(a).ok_or_else(|| {
+            invalid(
+                format!("{at}.algorithms[{i}]"),
+                format!(
+                    "{a:?} is not supported (asymmetric only: RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA)"
+                ),
+            )
+        })?;
+        if !algorithms.contains(&alg) {
+            algorithms.push(alg);
+        }
+    }
+    if ri.leeway_seconds > 300 {
+        return Err(invalid(
+            format!("{at}.leeway_seconds"),
+            "must be at most 300",
+        ));
+    }
+    match all.iter().find(|k| k.issuer == ri.issuer) {
+        Some(existing) if existing.source != source => {
+            return Err(invalid(
+                at,
+                format!(
+                    "issuer {:?} is configured elsewhere with a different key source",
+                    ri.issuer
+                ),
+            ));
+        }
+        Some(_) => {}
+        None => all.push(IssuerKeysConfig {
+            issuer: ri.issuer.clone(),
+            source,
+        }),
+    }
+    Ok(TrustedIssuer {
+        issuer: ri.issuer,
+        algorithms,
+        leeway: Duration::from_secs(ri.leeway_seconds),
+        extra_audiences: ri.extra_audiences,
+    })
+}
+
+fn validate_route(at: &str, index: usize, rr: RawRoute) -> Result<Route, ConfigError> {
+    let path = match (rr.path, rr.path_prefix) {
+        (Some(p), None) => PathMatch::Exact(validate_path(&format!("{at}.path"), &p)?),
+        (None, Some(p)) => PathMatch::Prefix(validate_path(&format!("{at}.path_prefix"), &p)?),
+        (Some(_), Some(_)) => return Err(invalid(at, "set either path or path_prefix, not both")),
+        (None, None) => return Err(invalid(at, "set path or path_prefix")),
+    };
+    let methods = match rr.methods {
+        None => vec![],
+        Some(m) if m.is_empty() => {
+            return Err(invalid(
+                format!("{at}.methods"),
+                "an empty list matches nothing; omit it to match every method",
+            ));
+        }
+        Some(m) => {
+            let mut out = Vec::new();
+            for (i, x) in m.iter().enumerate() {
+                if x.is_empty() || !x.bytes().all(|b| b.is_ascii_alphabetic()) {
+                    return Err(invalid(
+                        format!("{at}.methods[{i}]"),
+                        format!("{x:?} is not an HTTP method"),
+                    ));
+                }
+                out.push(x.to_ascii_uppercase());
+            }
+            out
+        }
+    };
+    let access = match (rr.public, rr.scopes) {
+        (true, Some(_)) => return Err(invalid(at, "a public route cannot require scopes")),
+        (true, None) => Access::Public,
+        (false, Some(s)) => Access::Scopes(validate_scopes(&format!("{at}.scopes"), &s)?),
+        (false, None) => {
+            return Err(invalid(
+                at,
+                "set `scopes` (use [] for any valid token) or `public: true`",
+            ));
+        }
+    };
+    Ok(Route {
+        name: rr.name.unwrap_or_else(|| format!("route-{index}")),
+        host: rr.host.map(|h| h.to_ascii_lowercase()),
+        path,
+        methods,
+        access,
+    })
+}
+
+/// Expand granted scopes through the resource's implications (one level is enough when the
+/// configuration lists implied scopes explicitly; we still close transitively).
+pub fn expand_scopes(resource: &Resource, granted: &Scopes) -> ScopeSet {
+    let mut out: ScopeSet = granted.iter().map(str::to_owned).collect();
+    let mut stack: Vec<String> = out.iter().cloned().collect();
+    while let Some(s) = stack.pop() {
+        if let Some(implied) = resource.implications.get(&s) {
+            for x in implied {
+                if out.insert(x.clone()) {
+                    stack.push(x.clone());
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = r#"
+resources:
+  - id: files
+    uri: https://mcp.example.com/mcp
+    issuers:
+      - issuer: https://iam.example.com
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::from_yaml(MIN).unwrap();
+        let r = &c.resources[0];
+        assert_eq!(
+            r.prm_url,
+            "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
+        );
+        assert_eq!(r.realm, "https://mcp.example.com/mcp");
+        assert_eq!(r.routes.len(), 1);
+        assert_eq!(r.authorization_servers, vec!["https://iam.example.com"]);
+        assert_eq!(c.issuers[0].source, KeySource::Discovery);
+        assert_eq!(c.grpc_addr.to_string(), "127.0.0.1:9191");
+        assert_eq!(c.identity.subject, "x-mcp-authz-subject");
+        assert!(c.identity.forward_authorization);
+    }
+
+    fn err(yaml: &str) -> String {
+        Config::from_yaml(yaml).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_yaml_path() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "resources:\n  - id: a\n    uri: https://x/mcp/\n    issuers: [{issuer: https://i}]\n",
+                "resources[0].uri",
+            ),
+            (
+                "resources:\n  - id: a\n    uri: https://x/mcp\n    issuers: [{issuer: https://i, algorithms: [HS256]}]\n",
+                "resources[0].issuers[0].algorithms[0]",
+            ),
+            (
+                "resources:\n  - id: a\n    uri: https://x/mcp\n    issuers: [{issuer: http://iam.example.com}]\n",
+                "resources[0].issuers[0].issuer",
+            ),
+            (
+                "resources:\n  - id: a\n    uri: https://x/mcp\n    issuers: [{issuer: https://i}]\n    routes: [{path_prefix: /mcp/../x, scopes: []}]\n",
+                "resources[0].routes[0].path_prefix",
+            ),
+            (
+                "resources:\n  - id: a\n    uri: https://x/mcp\n    issuers: [{issuer: https://i}]\n    routes: [{path: /mcp}]\n",
+                "resources[0].routes[0]",
+            ),
+            (
+                "resources:\n  - id: a\n    uri: https://x/mcp\n    issuers: [{issuer: https://i}]\n    routes: [{path: /mcp, scopes: [\"a b\"]}]\n",
+                "resources[0].routes[0].scopes[0]",
+            ),
+            ("listen: {grpc: nope}\nresources: []\n", "listen.grpc"),
+            (
+                "resources:\n  - id: a\n    uri: https://x/mcp\n    issuers: [{issuer: https://i, bogus: 1}]\n",
+                "unknown field `bogus`",
+            ),
+            (
+                "resources:\n  - id: a\n    uri: https://x/mcp\n    issuers: [{issuer: https://i}]\n  - id: a\n    uri: https://y/mcp\n    issuers: [{issuer: https://i}]\n",
+                "resources[1].id",
+            ),
+            (
+                "resources:\n  - id: a\n    uri: https://x/mcp\n    issuers: [{issuer: https://i}]\n    scopes_supported: [offline_access]\n",
+                "resources[0].scopes_supported",
+            ),
+        ];
+        for (yaml, want) in cases {
+            let e = err(yaml);
+            assert!(e.contains(want), "error {e:?} should contain {want:?}");
+        }
+    }
+
+    #[test]
+    fn prefix_matches_on_segment_boundaries() {
+        let p = PathMatch::Prefix("/mcp".into());
+        assert!(p.matches("/mcp"));
+        assert!(p.matches("/mcp/x"));
+        assert!(!p.matches("/mcpx"));
+        assert!(!p.matches("/MCP"));
+        assert!(PathMatch::Prefix("/".into()).matches("/anything"));
+        assert!(PathMatch::Exact("/mcp".into()).matches("/mcp"));
+        assert!(!PathMatch::Exact("/mcp".into()).matches("/mcp/"));
+    }
+
+    #[test]
+    fn implications_close_transitively() {
+        let c = Config::from_yaml(
+            "resources:\n  - id: a\n    uri: https://x/mcp\n    issuers: [{issuer: https://i}]\n    scope_implications:\n      files:admin: [files:write]\n      files:write: [files:read]\n",
+        )
+        .unwrap();
+        let got = expand_scopes(&c.resources[0], &Scopes::parse_space("files:admin"));
+        assert!(got.contains("files:read") && got.contains("files:write"));
+        let got = expand_scopes(&c.resources[0], &Scopes::parse_space("files"));
+        assert_eq!(got.len(), 1);
+    }
+}

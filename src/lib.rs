@@ -1,0 +1,16 @@
+//! mcp-authz: an Envoy ext_authz gRPC service that makes MCP servers OAuth 2.1 protected
+//! resources. See README.md for the architecture table.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod app;
+pub mod authz;
+pub mod challenge;
+pub mod check;
+pub mod config;
+pub mod jwks;
+pub mod metrics;
+pub mod pb;
+pub mod policy;
+pub mod scope;
+pub mod token;

@@ -1,0 +1,179 @@
+//! The `mcp-authz` command line: parse, set up logging, hand over to the library.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use mcp_authz::config::{Access, Config, KeySource};
+
+#[derive(Parser)]
+#[command(
+    name = "mcp-authz",
+    version,
+    about = "Envoy ext_authz service for OAuth-protected MCP servers"
+)]
+struct Cli {
+    /// Log format.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "text",
+        env = "MCP_AUTHZ_LOG_FORMAT",
+        global = true
+    )]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the ext_authz gRPC service.
+    Serve {
+        /// Configuration file (YAML).
+        #[arg(long, short, env = "MCP_AUTHZ_CONFIG")]
+        config: PathBuf,
+        /// Override `listen.grpc`.
+        #[arg(long)]
+        grpc_addr: Option<SocketAddr>,
+        /// Override `listen.admin`.
+        #[arg(long)]
+        admin_addr: Option<SocketAddr>,
+        /// How long in-flight Checks may take to finish on shutdown, in seconds.
+        #[arg(long, default_value_t = 10)]
+        drain_seconds: u64,
+    },
+    /// Validate a configuration file and print a summary.
+    CheckConfig {
+        /// Configuration file (YAML).
+        config: PathBuf,
+    },
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let result = match cli.command {
+        Command::Serve {
+            config,
+            grpc_addr,
+            admin_addr,
+            drain_seconds,
+        } => serve(
+            config,
+            grpc_addr,
+            admin_addr,
+            Duration::from_secs(drain_seconds),
+        ),
+        Command::CheckConfig { config } => check_config(&config),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mcp-authz: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(
+    path: PathBuf,
+    grpc_addr: Option<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
+    drain: Duration,
+) -> anyhow::Result<()> {
+    let mut config = Config::from_file(&path)?;
+    if let Some(a) = grpc_addr {
+        config.grpc_addr = a;
+    }
+    if let Some(a) = admin_addr {
+        config.admin_addr = a;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let running = mcp_authz::app::start(config).await?;
+        wait_for_signal().await?;
+        tracing::info!("shutting down");
+        running.shutdown(drain).await;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+fn check_config(path: &PathBuf) -> anyhow::Result<()> {
+    let c = Config::from_file(path)?;
+    println!("config OK: {}", path.display());
+    println!("  grpc listener:  {}", c.grpc_addr);
+    println!("  admin listener: {}", c.admin_addr);
+    for r in &c.resources {
+        println!("  resource {} = {}", r.id, r.uri);
+        println!("    realm: {}", r.realm);
+        println!("    protected resource metadata: {}", r.prm_url);
+        println!("    scopes_supported: {}", r.scopes_supported.join(" "));
+        for i in &r.issuers {
+            let source = c
+                .issuers
+                .iter()
+                .find(|k| k.issuer == i.issuer)
+                .map(|k| &k.source);
+            let keys = match source {
+                Some(KeySource::Discovery) => "discovery".to_owned(),
+                Some(KeySource::JwksUri(u)) => format!("jwks_uri {u}"),
+                Some(KeySource::File(p)) => format!("jwks_file {}", p.display()),
+                None => "?".to_owned(),
+            };
+            let algs: Vec<_> = i.algorithms.iter().map(|a| a.as_str()).collect();
+            println!(
+                "    issuer {} (keys: {keys}; algorithms: {})",
+                i.issuer,
+                algs.join(" ")
+            );
+        }
+        for route in &r.routes {
+            let access = match &route.access {
+                Access::Public => "public".to_owned(),
+                Access::Scopes(s) if s.is_empty() => "any valid token".to_owned(),
+                Access::Scopes(s) => format!("scopes: {}", s.joined()),
+            };
+            println!("    route {}: {:?} -> {access}", route.name, route.path);
+        }
+        match &r.default_scopes {
+            None => println!("    unmatched requests: denied (403)"),
+            Some(s) => println!("    unmatched requests: scopes: {}", s.joined()),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,530 @@
+//! Access-token validation (OAuth 2.1 §5.2, RFC 9068, RFC 8725): structure, issuer, algorithm,
+//! key, signature, time claims, audience, token type; then the granted scopes.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::config::{Alg, Resource, TrustedIssuer};
+use crate::jwks::{JwksManager, KeySet, KeysState};
+use crate::scope::Scopes;
+
+/// Why a bearer token was refused. Every variant but `NoKeys` is a 401 `invalid_token`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("token is not a well-formed JWS compact JWT")]
+    Malformed,
+    #[error("token is longer than the configured limit")]
+    TooLong,
+    #[error("token issuer is not trusted for this resource")]
+    UnknownIssuer,
+    #[error("token algorithm is not allowed")]
+    DisallowedAlg,
+    #[error("token signing key is unknown")]
+    UnknownKid,
+    #[error("token signature is invalid")]
+    BadSignature,
+    #[error("token has no exp claim")]
+    MissingExp,
+    #[error("token is expired")]
+    Expired,
+    #[error("token is not yet valid")]
+    NotYetValid,
+    #[error("token audience does not include this resource")]
+    WrongAudience,
+    #[error("token is not an access token")]
+    NotAccessToken,
+    #[error("no signing keys are available for the token issuer")]
+    NoKeys,
+}
+
+/// The facts a valid token establishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub issuer: String,
+    pub subject: Option<String>,
+    pub client_id: Option<String>,
+    pub scopes: Scopes,
+    /// `exp`, seconds since the epoch.
+    pub expires_at: u64,
+}
+
+#[derive(Deserialize)]
+struct Header {
+    alg: String,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default)]
+    typ: Option<String>,
+    // RFC 7515 §4.1.11: we understand no extensions, so any `crit` makes the token invalid.
+    #[serde(default)]
+    crit: Option<Value>,
+    // `jwk`, `jku`, `x5u`, `x5c` are deliberately not read: keys come only from the issuer's JWKS.
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    #[serde(default)]
+    iss: Option<String>,
+    #[serde(default)]
+    sub: Option<String>,
+    #[serde(default)]
+    aud: Option<Value>,
+    #[serde(default)]
+    exp: Option<Value>,
+    #[serde(default)]
+    nbf: Option<Value>,
+    #[serde(default)]
+    iat: Option<Value>,
+    #[serde(default)]
+    scope: Option<Value>,
+    #[serde(default)]
+    scp: Option<Value>,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    azp: Option<String>,
+    /// Casdoor / Hanzo IAM mark refresh tokens (same key, issuer and audience) with this.
+    #[serde(default, rename = "tokenType")]
+    token_type: Option<Value>,
+    #[serde(default, rename = "TokenType")]
+    token_type_upper: Option<Value>,
+}
+
+/// A token split and decoded, not yet trusted.
+struct Parsed<'t> {
+    header: Header,
+    claims: Claims,
+    signing_input: &'t str,
+    signature: &'t str,
+}
+
+const MAX_KID_LEN: usize = 256;
+
+fn parse(token: &str, max_len: usize) -> Result<Parsed<'_>, TokenError> {
+    if token.len() > max_len {
+        return Err(TokenError::TooLong);
+    }
+    // Exactly three segments; count cheaply before any decoding (CVE-2025-30204).
+    let mut dots = token.match_indices('.').map(|(i, _)| i);
+    let (Some(d1), Some(d2), None) = (dots.next(), dots.next(), dots.next()) else {
+        return Err(TokenError::Malformed);
+    };
+    let (h64, p64, signature) = (&token[..d1], &token[d1 + 1..d2], &token[d2 + 1..]);
+    if h64.is_empty() || p64.is_empty() || signature.is_empty() {
+        return Err(TokenError::Malformed);
+    }
+    let decode = |s: &str| URL_SAFE_NO_PAD.decode(s).map_err(|_| TokenError::Malformed);
+    // Duplicate members of the fields we read are a deserialization error (RFC 7515 §5.2:
+    // reject duplicate header parameter names).
+    let header: Header =
+        serde_json::from_slice(&decode(h64)?).map_err(|_| TokenError::Malformed)?;
+    let claims: Claims =
+        serde_json::from_slice(&decode(p64)?).map_err(|_| TokenError::Malformed)?;
+    if header.crit.is_some() || header.kid.as_ref().is_some_and(|k| k.len() > MAX_KID_LEN) {
+        return Err(TokenError::Malformed);
+    }
+    Ok(Parsed {
+        header,
+        claims,
+        signing_input: &token[..d2],
+        signature,
+    })
+}
+
+fn jwt_alg(a: Alg) -> jsonwebtoken::Algorithm {
+    use jsonwebtoken::Algorithm as J;
+    match a {
+        Alg::RS256 => J::RS256,
+        Alg::RS384 => J::RS384,
+        Alg::RS512 => J::RS512,
+        Alg::PS256 => J::PS256,
+        Alg::PS384 => J::PS384,
+        Alg::PS512 => J::PS512,
+        Alg::ES256 => J::ES256,
+        Alg::ES384 => J::ES384,
+        Alg::EdDSA => J::EdDSA,
+    }
+}
+
+fn verify_with(set: &KeySet, p: &Parsed<'_>, alg: Alg) -> Option<bool> {
+    let mut any = false;
+    for key in set.candidates(p.header.kid.as_deref(), alg) {
+        any = true;
+        if jsonwebtoken::crypto::verify(
+            p.signature,
+            p.signing_input.as_bytes(),
+            &key.decoding,
+            jwt_alg(alg),
+        )
+        .unwrap_or(false)
+        {
+            return Some(true);
+        }
+    }
+    any.then_some(false)
+}
+
+/// Validate `token` for `resource`. `now` is seconds since the epoch.
+pub async fn validate(
+    token: &str,
+    resource: &Resource,
+    jwks: &Arc<JwksManager>,
+    now: u64,
+    max_len: usize,
+) -> Result<Principal, TokenError> {
+    let p = parse(token, max_len)?;
+    let iss = p.claims.iss.as_deref().ok_or(TokenError::UnknownIssuer)?;
+    let trusted = resource
+        .issuers
+        .iter()
+        .find(|t| t.issuer == iss)
+        .ok_or(TokenError::UnknownIssuer)?;
+    // RFC 8725 §3.1: the algorithm must be on our allow-list ("none" and HS* never are).
+    let alg = Alg::parse(&p.header.alg)
+        .filter(|a| trusted.algorithms.contains(a))
+        .ok_or(TokenError::DisallowedAlg)?;
+    check_typ(p.header.typ.as_deref())?;
+
+    let set = match jwks.keys(iss) {
+        KeysState::Ready(set) => set,
+        KeysState::Unavailable => return Err(TokenError::NoKeys),
+    };
+    let verified = match verify_with(&set, &p, alg) {
+        Some(v) => v,
+        None => {
+            // No key with this kid: the issuer may have rotated. One shared, rate-limited refetch.
+            let kid_unknown = p.header.kid.as_deref().is_some_and(|k| !set.has_kid(k));
+            let fresh = if kid_unknown {
+                jwks.refetch_for_unknown_kid(iss).await
+            } else {
+                None
+            };
+            match fresh.and_then(|s| verify_with(&s, &p, alg)) {
+                Some(v) => v,
+                None => return Err(TokenError::UnknownKid),
+            }
+        }
+    };
+    if !verified {
+        return Err(TokenError::BadSignature);
+    }
+    check_claims(&p.claims, trusted, resource, now)
+}
+
+/// RFC 9068 §2.1 names `at+jwt`; plain `JWT` or no `typ` is what most issuers (Casdoor) send.
+/// Any other type (an ID token's `logout+jwt`, a DPoP proof) is not an access token.
+fn check_typ(typ: Option<&str>) -> Result<(), TokenError> {
+    match typ.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("jwt") | Some("at+jwt") | Some("application/at+jwt") => Ok(()),
+        Some(_) => Err(TokenError::NotAccessToken),
+    }
+}
+
+fn numeric_date(v: &Value) -> Result<f64, TokenError> {
+    v.as_f64()
+        .filter(|x| x.is_finite())
+        .ok_or(TokenError::Malformed)
+}
+
+fn check_claims(
+    c: &Claims,
+    trusted: &TrustedIssuer,
+    resource: &Resource,
+    now: u64,
+) -> Result<Principal, TokenError> {
+    let now = now as f64;
+    let leeway = trusted.leeway.as_secs() as f64;
+    // RFC 7519 §4.1.4: reject on or after exp (plus leeway).
+    let exp = numeric_date(c.exp.as_ref().ok_or(TokenError::MissingExp)?)?;
+    if now >= exp + leeway {
+        return Err(TokenError::Expired);
+    }
+    if let Some(nbf) = &c.nbf
+        && now + leeway < numeric_date(nbf)?
+    {
+        return Err(TokenError::NotYetValid);
+    }
+    if let Some(iat) = &c.iat
+        && now + leeway < numeric_date(iat)?
+    {
+        return Err(TokenError::NotYetValid);
+    }
+    if !audience_ok(c.aud.as_ref(), resource, trusted) {
+        return Err(TokenError::WrongAudience);
+    }
+    for t in [&c.token_type, &c.token_type_upper].into_iter().flatten() {
+        if t.as_str().is_some_and(|s| {
+            s.eq_ignore_ascii_case("refresh-token") || s.eq_ignore_ascii_case("refresh_token")
+        }) {
+            return Err(TokenError::NotAccessToken);
+        }
+    }
+    let mut scopes = Scopes::default();
+    for claim in [&c.scope, &c.scp].into_iter().flatten() {
+        match claim {
+            Value::String(s) => scopes.extend(Scopes::parse_space(s).iter().map(str::to_owned)),
+            Value::Array(items) => {
+                for i in items {
+                    let s = i.as_str().ok_or(TokenError::Malformed)?;
+                    scopes.extend(Scopes::parse_space(s).iter().map(str::to_owned));
+                }
+            }
+            Value::Null => {}
+            _ => return Err(TokenError::Malformed),
+        }
+    }
+    Ok(Principal {
+        issuer: trusted.issuer.clone(),
+        subject: c.sub.clone(),
+        client_id: c.client_id.clone().or_else(|| c.azp.clone()),
+        scopes,
+        expires_at: exp.max(0.0) as u64,
+    })
+}
+
+/// RFC 8707 / MCP: the token must be issued for this resource. `aud` is a string or an array of
+/// strings (RFC 7519 §4.1.3); scheme and host compare case-insensitively, the rest exactly.
+fn audience_ok(aud: Option<&Value>, resource: &Resource, trusted: &TrustedIssuer) -> bool {
+    let matches = |a: &str| {
+        same_resource_uri(a, &resource.uri) || trusted.extra_audiences.iter().any(|x| x == a)
+    };
+    match aud {
+        Some(Value::String(a)) => matches(a),
+        Some(Value::Array(items)) => items.iter().any(|i| i.as_str().is_some_and(matches)),
+        _ => false,
+    }
+}
+
+fn same_resource_uri(a: &str, canonical: &str) -> bool {
+    if a == canonical {
+        return true;
+    }
+    let split = |u: &str| -> Option<(String, String)> {
+        let (scheme, rest) = u.split_once("://")?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        Some((
+            format!(
+                "{}://{}",
+                scheme.to_ascii_lowercase(),
+                authority.to_ascii_lowercase()
+            ),
+            path.to_owned(),
+        ))
+    };
+    matches!((split(a), split(canonical)), (Some(x), Some(y)) if x == y)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn resource() -> Resource {
+        Config::from_yaml(
+            "resources:\n  - id: a\n    uri: https://MCP.example.com/mcp\n    issuers: [{issuer: https://iam, extra_audiences: [client-1]}]\n",
+        )
+        .unwrap()
+        .resources
+        .remove(0)
+    }
+
+    fn claims(json: &str) -> Result<Claims, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+
+    #[test]
+    fn audience_forms() {
+        let r = resource();
+        let t = &r.issuers[0];
+        let ok = |v: Value| audience_ok(Some(&v), &r, t);
+        assert!(ok(Value::from("https://MCP.example.com/mcp")));
+        assert!(ok(Value::from("https://mcp.example.com/mcp")));
+        assert!(ok(Value::from("HTTPS://mcp.EXAMPLE.com/mcp")));
+        assert!(ok(serde_json::json!(["x", "https://mcp.example.com/mcp"])));
+        assert!(ok(Value::from("client-1")));
+        assert!(!ok(Value::from("https://mcp.example.com/mcp/")));
+        assert!(!ok(Value::from("https://mcp.example.com/MCP")));
+        assert!(!ok(Value::from("https://mcp.example.com")));
+        assert!(!ok(serde_json::json!([])));
+        assert!(!ok(Value::Null));
+        assert!(!ok(serde_json::json!(42)));
+        assert!(!ok(serde_json::json!([42])));
+        assert!(!audience_ok(None, &r, t));
+    }
+
+    fn check(json: &str, now: u64) -> Result<Principal, TokenError> {
+        let r = resource();
+        check_claims(&claims(json).unwrap(), &r.issuers[0], &r, now)
+    }
+
+    #[test]
+    fn time_claims_with_leeway() {
+        let base = r#""aud":"https://mcp.example.com/mcp","iss":"https://iam""#;
+        // leeway is 30 s by default
+        assert_eq!(
+            check(&format!("{{{base}}}"), 1000),
+            Err(TokenError::MissingExp)
+        );
+        assert!(check(&format!("{{{base},\"exp\":1000}}"), 1029).is_ok());
+        assert_eq!(
+            check(&format!("{{{base},\"exp\":1000}}"), 1030),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            check(&format!("{{{base},\"exp\":\"2000\"}}"), 1000),
+            Err(TokenError::Malformed)
+        );
+        assert_eq!(
+            check(&format!("{{{base},\"exp\":2000,\"nbf\":1031}}"), 1000),
+            Err(TokenError::NotYetValid)
+        );
+        assert!(check(&format!("{{{base},\"exp\":2000,\"nbf\":1030}}"), 1000).is_ok());
+        assert_eq!(
+            check(&format!("{{{base},\"exp\":2000,\"iat\":1500}}"), 1000),
+            Err(TokenError::NotYetValid)
+        );
+    }
+
+    #[test]
+    fn scopes_from_scope_and_scp() {
+        let base = r#""aud":"https://mcp.example.com/mcp","exp":9999999999"#;
+        let p = check(&format!("{{{base},\"scope\":\"a b\"}}"), 1).unwrap();
+        assert_eq!(p.scopes.joined(), "a b");
+        let p = check(&format!("{{{base},\"scp\":[\"a\",\"c\"]}}"), 1).unwrap();
+        assert_eq!(p.scopes.joined(), "a c");
+        let p = check(&format!("{{{base},\"scp\":\"x y\",\"scope\":\"a\"}}"), 1).unwrap();
+        assert_eq!(p.scopes.joined(), "a x y");
+        let p = check(&format!("{{{base}}}"), 1).unwrap();
+        assert!(p.scopes.is_empty());
+        assert_eq!(
+            check(&format!("{{{base},\"scope\":7}}"), 1),
+            Err(TokenError::Malformed)
+        );
+        assert_eq!(
+            check(&format!("{{{base},\"scp\":[7]}}"), 1),
+            Err(TokenError::Malformed)
+        );
+    }
+
+    #[test]
+    fn refresh_tokens_are_not_access_tokens() {
+        let base = r#""aud":"https://mcp.example.com/mcp","exp":9999999999"#;
+        assert_eq!(
+            check(&format!("{{{base},\"tokenType\":\"refresh-token\"}}"), 1),
+            Err(TokenError::NotAccessToken)
+        );
+        assert_eq!(
+            check(
+                &format!(
+                    "{{{base},\"tokenType\":\"access-token\",\"TokenType\":\"refresh-token\"}}"
+                ),
+                1
+            ),
+            Err(TokenError::NotAccessToken)
+        );
+        assert!(check(&format!("{{{base},\"tokenType\":\"access-token\"}}"), 1).is_ok());
+    }
+
+    #[test]
+    fn client_id_from_azp() {
+        let base = r#""aud":"https://mcp.example.com/mcp","exp":9999999999"#;
+        assert_eq!(
+            check(&format!("{{{base},\"azp\":\"c\"}}"), 1)
+                .unwrap()
+                .client_id
+                .as_deref(),
+            Some("c")
+        );
+        assert_eq!(
+            check(&format!("{{{base},\"azp\":\"c\",\"client_id\":\"d\"}}"), 1)
+                .unwrap()
+                .client_id
+                .as_deref(),
+            Some("d")
+        );
+    }
+
+    #[test]
+    fn structure() {
+        let h = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256"}"#);
+        let c = URL_SAFE_NO_PAD.encode(br#"{"iss":"x"}"#);
+        assert!(parse(&format!("{h}.{c}.sig"), 8192).is_ok());
+        assert!(matches!(
+            parse(&format!("{h}.{c}"), 8192),
+            Err(TokenError::Malformed)
+        ));
+        assert!(matches!(
+            parse(&format!("{h}.{c}.sig.x"), 8192),
+            Err(TokenError::Malformed)
+        ));
+        assert!(matches!(
+            parse(&".".repeat(5000), 8192),
+            Err(TokenError::Malformed)
+        ));
+        assert!(matches!(
+            parse(&format!("{h}.{c}."), 8192),
+            Err(TokenError::Malformed)
+        ));
+        assert!(matches!(
+            parse(&format!("{h}.{c}.sig"), 10),
+            Err(TokenError::TooLong)
+        ));
+        let dup = URL_SAFE_NO_PAD.encode(br#"{"iss":"x","iss":"y"}"#);
+        assert!(matches!(
+            parse(&format!("{h}.{dup}.sig"), 8192),
+            Err(TokenError::Malformed)
+        ));
+        let duph = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","alg":"none"}"#);
+        assert!(matches!(
+            parse(&format!("{duph}.{c}.sig"), 8192),
+            Err(TokenError::Malformed)
+        ));
+        let crit = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","crit":["exp"]}"#);
+        assert!(matches!(
+            parse(&format!("{crit}.{c}.sig"), 8192),
+            Err(TokenError::Malformed)
+        ));
+        // Deep nesting in a claim we read hits serde_json's recursion limit; in one we skip it
+        // is consumed without recursion. Neither can overflow the stack.
+        let deep = URL_SAFE_NO_PAD.encode(format!(
+            "{{\"aud\":{}{}}}",
+            "[".repeat(500),
+            "]".repeat(500)
+        ));
+        assert!(matches!(
+            parse(&format!("{h}.{deep}.sig"), 8192),
+            Err(TokenError::Malformed)
+        ));
+        let deep = URL_SAFE_NO_PAD.encode(format!(
+            "{{\"x\":{}{}}}",
+            "[".repeat(2000),
+            "]".repeat(2000)
+        ));
+        assert!(parse(&format!("{h}.{deep}.sig"), 8192).is_ok());
+        let bin = URL_SAFE_NO_PAD.encode([0xff, 0xfe, 0x00]);
+        assert!(matches!(
+            parse(&format!("{h}.{bin}.sig"), 8192),
+            Err(TokenError::Malformed)
+        ));
+        let padded = format!("{}=", URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256"}x"#));
+        assert!(matches!(
+            parse(&format!("{padded}.{c}.sig"), 8192),
+            Err(TokenError::Malformed)
+        ));
+    }
+
+    #[test]
+    fn typ_values() {
+        assert!(check_typ(None).is_ok());
+        assert!(check_typ(Some("JWT")).is_ok());
+        assert!(check_typ(Some("at+JWT")).is_ok());
+        assert_eq!(check_typ(Some("dpop+jwt")), Err(TokenError::NotAccessToken));
+    }
+}
