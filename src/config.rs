@@ -54,8 +54,68 @@ pub struct RawConfig {
     /// Request limits.
     #[serde(default)]
     pub limits: RawLimits,
+    /// How `mcp-authz render envoy` builds the Envoy bootstrap.
+    #[serde(default)]
+    pub envoy: RawEnvoy,
     /// One entry per protected MCP server.
     pub resources: Vec<RawResource>,
+}
+
+/// Settings for the rendered Envoy configuration (not used by `serve`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEnvoy {
+    /// Envoy's public listener (default `0.0.0.0:10000`).
+    #[serde(default = "default_envoy_listen")]
+    pub listen: String,
+    /// Envoy's admin interface, always loopback (default `127.0.0.1:9901`).
+    #[serde(default = "default_envoy_admin")]
+    pub admin: String,
+    /// Where Envoy reaches mcp-authz, `host:port` (default: `listen.grpc`).
+    #[serde(default)]
+    pub authz_address: Option<String>,
+    /// ext_authz call timeout in milliseconds (default 500).
+    #[serde(default = "d500")]
+    pub check_timeout_ms: u64,
+    /// Largest request body buffered for ext_authz (default 65536).
+    #[serde(default = "d65536")]
+    pub max_request_bytes: u32,
+    /// What Envoy does with `%2F`/`%5C` in paths: `reject` (default) or `unescape_and_redirect`.
+    #[serde(default)]
+    pub escaped_slashes: EscapedSlashes,
+    /// Origins allowed by CORS on the MCP and PRM routes (default `["*"]`).
+    #[serde(default = "default_origins")]
+    pub cors_allow_origins: Vec<String>,
+}
+
+impl Default for RawEnvoy {
+    fn default() -> Self {
+        serde_yaml::from_str("{}").expect("defaults deserialize")
+    }
+}
+
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EscapedSlashes {
+    #[default]
+    Reject,
+    UnescapeAndRedirect,
+}
+
+fn default_envoy_listen() -> String {
+    "0.0.0.0:10000".into()
+}
+fn default_envoy_admin() -> String {
+    "127.0.0.1:9901".into()
+}
+fn d500() -> u64 {
+    500
+}
+fn d65536() -> u32 {
+    65536
+}
+fn default_origins() -> Vec<String> {
+    vec!["*".into()]
 }
 
 #[derive(Debug, Deserialize)]
@@ -235,6 +295,9 @@ pub struct RawResource {
     pub authorization_servers: Option<Vec<String>>,
     /// Trusted token issuers.
     pub issuers: Vec<RawIssuer>,
+    /// The MCP server behind Envoy, `host:port` (used by `render envoy`).
+    #[serde(default)]
+    pub upstream: Option<String>,
     /// Route policy; first match wins. Default: one route covering the resource path, any valid token.
     #[serde(default)]
     pub routes: Option<Vec<RawRoute>>,
@@ -325,6 +388,20 @@ pub struct Config {
     pub resources: Vec<Resource>,
     /// Every distinct issuer, with where its keys come from.
     pub issuers: Vec<IssuerKeysConfig>,
+    pub envoy: EnvoySettings,
+}
+
+/// Validated `envoy:` section.
+#[derive(Debug, Clone)]
+pub struct EnvoySettings {
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    /// `(host, port)` of mcp-authz as Envoy reaches it.
+    pub authz_address: (String, u16),
+    pub check_timeout: Duration,
+    pub max_request_bytes: u32,
+    pub escaped_slashes: EscapedSlashes,
+    pub cors_allow_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -438,6 +515,8 @@ pub struct Resource {
     pub authorization_servers: Vec<String>,
     pub issuers: Vec<TrustedIssuer>,
     pub routes: Vec<Route>,
+    /// `(host, port)` of the MCP server behind Envoy, when configured.
+    pub upstream: Option<(String, u16)>,
     /// `None`: unmatched requests are denied by policy.
     pub default_scopes: Option<Scopes>,
     pub implications: HashMap<String, Vec<String>>,
@@ -530,6 +609,7 @@ impl TryFrom<RawConfig> for Config {
         if raw.resources.is_empty() {
             return Err(invalid("resources", "at least one resource is required"));
         }
+        let envoy = validate_envoy(&raw.envoy, grpc_addr)?;
         let mut resources = Vec::with_capacity(raw.resources.len());
         let mut issuers: Vec<IssuerKeysConfig> = Vec::new();
         for (i, r) in raw.resources.into_iter().enumerate() {
@@ -557,8 +637,60 @@ impl TryFrom<RawConfig> for Config {
             max_token_bytes: raw.limits.max_token_bytes,
             resources,
             issuers,
+            envoy,
         })
     }
+}
+
+/// `host:port` with a non-zero port.
+fn parse_host_port(at: &str, s: &str) -> Result<(String, u16), ConfigError> {
+    let bad = || invalid(at, format!("{s:?} is not host:port"));
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if host.is_empty() || port == 0 || host.contains(['/', ' ', '@']) {
+        return Err(bad());
+    }
+    Ok((host.to_owned(), port))
+}
+
+fn validate_envoy(e: &RawEnvoy, grpc: SocketAddr) -> Result<EnvoySettings, ConfigError> {
+    let admin = parse_addr("envoy.admin", &e.admin)?;
+    if !admin.ip().is_loopback() {
+        return Err(invalid(
+            "envoy.admin",
+            "Envoy's admin interface must bind to loopback",
+        ));
+    }
+    let authz_address = match &e.authz_address {
+        Some(a) => parse_host_port("envoy.authz_address", a)?,
+        None if grpc.ip().is_unspecified() => ("127.0.0.1".to_owned(), grpc.port()),
+        None => (grpc.ip().to_string(), grpc.port()),
+    };
+    if e.check_timeout_ms == 0 || e.check_timeout_ms > 10_000 {
+        return Err(invalid(
+            "envoy.check_timeout_ms",
+            "must be between 1 and 10000",
+        ));
+    }
+    if e.max_request_bytes < 1024 {
+        return Err(invalid("envoy.max_request_bytes", "must be at least 1024"));
+    }
+    if e.cors_allow_origins.is_empty() {
+        return Err(invalid(
+            "envoy.cors_allow_origins",
+            "list at least one origin (\"*\" for any)",
+        ));
+    }
+    Ok(EnvoySettings {
+        listen: parse_addr("envoy.listen", &e.listen)?,
+        admin,
+        authz_address,
+        check_timeout: Duration::from_millis(e.check_timeout_ms),
+        max_request_bytes: e.max_request_bytes,
+        escaped_slashes: e.escaped_slashes,
+        cors_allow_origins: e.cors_allow_origins.clone(),
+    })
 }
 
 fn parse_addr(at: &str, s: &str) -> Result<SocketAddr, ConfigError> {
@@ -876,6 +1008,10 @@ fn validate_resource(
         })?;
     }
 
+    let upstream = match &r.upstream {
+        Some(u) => Some(parse_host_port(&format!("{at}.upstream"), u)?),
+        None => None,
+    };
     let realm = r.realm.unwrap_or_else(|| r.uri.clone());
     if !realm
         .bytes()
@@ -899,6 +1035,7 @@ fn validate_resource(
         authorization_servers,
         issuers,
         routes,
+        upstream,
         default_scopes,
         implications,
         step_up: r.step_up,

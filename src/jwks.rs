@@ -149,8 +149,11 @@ impl KeySet {
             .take(MAX_CANDIDATES)
     }
 
-    pub fn has_kid(&self, kid: &str) -> bool {
+    /// Whether the published set names this kid at all, usable or skipped: refetching for a
+    /// kid we already saw and skipped cannot help.
+    pub fn knows_kid(&self, kid: &str) -> bool {
         self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
+            || self.skipped.iter().any(|(k, _)| k.as_deref() == Some(kid))
     }
 
     fn fingerprint(&self) -> Vec<(Option<String>, KeyKind, Option<Alg>)> {
@@ -443,7 +446,10 @@ impl JwksManager {
         let mut rx = {
             let mut slot = state.inflight.lock().unwrap_or_else(|p| p.into_inner());
             match slot.as_ref() {
-                Some(rx) => rx.clone(),
+                Some(rx) => {
+                    self.metrics.kid_refetch("joined");
+                    rx.clone()
+                }
                 None => {
                     let now_ms = state.epoch.elapsed().as_millis() as u64;
                     let last = state.last_kid_fetch_ms.load(Ordering::Relaxed);

@@ -82,7 +82,7 @@ impl Metrics {
         let kid_refetches = IntCounterVec::new(
             Opts::new(
                 "mcp_authz_jwks_unknown_kid_refetches_total",
-                "Refetches triggered by an unknown kid, by result (started, rate_limited).",
+                "Refetches triggered by an unknown kid, by result (started, joined, rate_limited).",
             ),
             &["result"],
         )

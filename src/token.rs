@@ -197,7 +197,7 @@ pub async fn validate(
         Some(v) => v,
         None => {
             // No key with this kid: the issuer may have rotated. One shared, rate-limited refetch.
-            let kid_unknown = p.header.kid.as_deref().is_some_and(|k| !set.has_kid(k));
+            let kid_unknown = p.header.kid.as_deref().is_some_and(|k| !set.knows_kid(k));
             let fresh = if kid_unknown {
                 jwks.refetch_for_unknown_kid(iss).await
             } else {

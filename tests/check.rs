@@ -1,0 +1,834 @@
+//! Integration tests: the real service on 127.0.0.1:0, a local identity provider on port 0, and
+//! Check calls over gRPC — every row of the decision matrix and the token/credential cases
+//! experts try (../shared/reference/peers.md).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+const SEED_401_BODY: &str = r#"{"error":"unauthorized","message":"Authentication required. Use OAuth 2.0 with the authorization server listed in the Protected Resource Metadata."}"#;
+
+#[tokio::test]
+async fn no_credentials_gets_401_without_error_code() {
+    let mut h = Harness::standard().await;
+    let a = h.check(Req::new("POST", "/mcp")).await;
+    assert_eq!(a.status, 401);
+    assert_eq!(
+        a.www(),
+        Some(
+            format!(
+                "Bearer realm=\"MCP Server\", scope=\"files:list\", resource_metadata=\"{PRM_URL}\""
+            )
+            .as_str()
+        )
+    );
+    assert_eq!(a.body, SEED_401_BODY);
+    assert_eq!(a.headers["content-type"], "application/json");
+    assert_eq!(
+        a.headers["access-control-expose-headers"],
+        "WWW-Authenticate"
+    );
+    assert_eq!(a.grpc_code, tonic::Code::PermissionDenied as i32);
+
+    // Another scheme is "no bearer credentials": same answer, no error code (RFC 6750 §3.1).
+    let a = h
+        .check(Req::new("POST", "/mcp").header("authorization", "Basic dXNlcjpwdw=="))
+        .await;
+    assert_eq!(a.status, 401);
+    assert!(!a.www().unwrap().contains("error="));
+}
+
+#[tokio::test]
+async fn malformed_credentials_get_400_invalid_request() {
+    let mut h = Harness::standard().await;
+    let token = RSA.mint(&h.claims("files:list"));
+    for (auth, path) in [
+        (Some("Bearer".to_owned()), "/mcp"),
+        (Some(format!("Bearer {token},Bearer {token}")), "/mcp"),
+        (Some("Bearer a b".to_owned()), "/mcp"),
+        (Some(format!("Bearer {token}")), "/mcp?access_token=abc"),
+        (None, &format!("/mcp?access_token={token}")),
+    ] {
+        let mut req = Req::new("POST", path);
+        if let Some(a) = &auth {
+            req = req.header("authorization", a);
+        }
+        let a = h.check(req).await;
+        assert_eq!(a.status, 400, "{auth:?} {path}");
+        let www = a.www().expect("challenge");
+        assert!(
+            www.starts_with("Bearer realm=\"MCP Server\", error=\"invalid_request\""),
+            "{www}"
+        );
+        assert!(
+            www.ends_with(&format!("resource_metadata=\"{PRM_URL}\"")),
+            "{www}"
+        );
+        assert!(!www.contains(&token[..20]), "token echoed into header");
+    }
+}
+
+#[tokio::test]
+async fn valid_token_is_allowed_with_identity_headers() {
+    let mut h = Harness::standard().await;
+    let token = RSA.mint(&h.claims("files:list files:read"));
+    let req = Req::new("POST", "/mcp")
+        .header("authorization", &format!("Bearer {token}"))
+        .header("x-mcp-authz-subject", "spoofed-admin");
+    let a = h.check(req).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(a.grpc_code, 0);
+    assert_eq!(a.headers["x-mcp-authz-subject"], "user-1");
+    assert_eq!(a.headers["x-mcp-authz-client-id"], "client-1");
+    assert_eq!(a.headers["x-mcp-authz-scopes"], "files:list files:read");
+    assert_eq!(a.headers["x-mcp-authz-issuer"], h.idp.issuer);
+    assert!(
+        a.removed.is_empty(),
+        "set headers must not also be removed: {:?}",
+        a.removed
+    );
+    assert_eq!(a.metadata["decision"], "allow");
+    assert_eq!(a.metadata["sub"], "user-1");
+    assert_eq!(a.metadata["route"], "mcp");
+
+    // Without a client id claim, a client-sent copy of that header is removed.
+    let mut c = h.claims("files:list");
+    c.as_object_mut().unwrap().remove("client_id");
+    let a = h.bearer("POST", "/mcp", &RSA.mint(&c)).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.removed, vec!["x-mcp-authz-client-id"]);
+
+    // ES256 and EdDSA keys work too; lowercase scheme is accepted.
+    for key in [&*EC, &*ED] {
+        let t = key.mint(&h.claims("files:list"));
+        let a = h
+            .check(Req::new("POST", "/mcp").header("authorization", &format!("bearer {t}")))
+            .await;
+        assert_eq!(a.status, 200, "{}", key.kid);
+    }
+}
+
+#[tokio::test]
+async fn public_routes_prm_and_preflight_need_no_token() {
+    let mut h = Harness::standard().await;
+    for req in [
+        Req::new("GET", "/mcp/health"),
+        Req::new("GET", "/.well-known/oauth-protected-resource/mcp"),
+        Req::new("GET", "/.well-known/oauth-protected-resource"),
+        Req::new("OPTIONS", "/mcp")
+            .header("origin", "https://inspector.example")
+            .header("access-control-request-method", "POST"),
+    ] {
+        let label = format!("{} {}", req.method, req.path);
+        let req = req.header("x-mcp-authz-subject", "spoofed");
+        let a = h.check(req).await;
+        assert_eq!(a.status, 200, "{label}");
+        assert!(a.headers.is_empty(), "{label}");
+        assert!(
+            a.removed.contains(&"x-mcp-authz-subject".to_owned()),
+            "{label}: spoofed identity stripped"
+        );
+    }
+    // A plain OPTIONS (not a CORS preflight) is not public.
+    assert_eq!(h.check(Req::new("OPTIONS", "/mcp")).await.status, 401);
+}
+
+#[tokio::test]
+async fn invalid_tokens_get_401_invalid_token() {
+    let mut h = Harness::standard().await;
+    let good = h.claims("files:list");
+    let with = |f: &dyn Fn(&mut serde_json::Map<String, serde_json::Value>)| {
+        let mut c = good.clone();
+        f(c.as_object_mut().unwrap());
+        c
+    };
+    let rsa_hdr = json!({"alg":"RS256","kid":"rsa-1"});
+    let valid = RSA.mint(&good);
+    let (hp, sig) = valid.rsplit_once('.').unwrap();
+    let mut cases: Vec<(&str, String, &str)> = vec![
+        ("not a jwt", "abc".into(), "token_malformed"),
+        ("two segments", "abc.def".into(), "token_malformed"),
+        ("thousands of dots", ".".repeat(5000), "token_malformed"),
+        (
+            "too long",
+            format!("{}.{}.{}", "a".repeat(5000), "b".repeat(5000), "c"),
+            "token_too_long",
+        ),
+        (
+            "bad signature",
+            format!("{hp}.{}", b64(&[1u8; 256])),
+            "token_bad_signature",
+        ),
+        (
+            "truncated signature",
+            format!("{hp}.{}", &sig[..40]),
+            "token_bad_signature",
+        ),
+        (
+            "non-base64url signature",
+            format!("{hp}.ab+/cd"),
+            "token_bad_signature",
+        ),
+        (
+            "expired",
+            RSA.mint(&with(&|c| {
+                c.insert("exp".into(), json!(now() - 120));
+            })),
+            "token_expired",
+        ),
+        (
+            "no exp",
+            RSA.mint(&with(&|c| {
+                c.remove("exp");
+            })),
+            "token_missing_exp",
+        ),
+        (
+            "nbf future",
+            RSA.mint(&with(&|c| {
+                c.insert("nbf".into(), json!(now() + 600));
+            })),
+            "token_not_yet_valid",
+        ),
+        (
+            "wrong iss",
+            RSA.mint(&with(&|c| {
+                c.insert("iss".into(), json!("https://evil.example"));
+            })),
+            "token_unknown_issuer",
+        ),
+        (
+            "no iss",
+            RSA.mint(&with(&|c| {
+                c.remove("iss");
+            })),
+            "token_unknown_issuer",
+        ),
+        (
+            "wrong aud",
+            RSA.mint(&with(&|c| {
+                c.insert("aud".into(), json!("https://other.example.com/mcp"));
+            })),
+            "token_wrong_audience",
+        ),
+        (
+            "aud trailing slash",
+            RSA.mint(&with(&|c| {
+                c.insert("aud".into(), json!("https://mcp.example.com/mcp/"));
+            })),
+            "token_wrong_audience",
+        ),
+        (
+            "aud []",
+            RSA.mint(&with(&|c| {
+                c.insert("aud".into(), json!([]));
+            })),
+            "token_wrong_audience",
+        ),
+        (
+            "aud null",
+            RSA.mint(&with(&|c| {
+                c.insert("aud".into(), json!(null));
+            })),
+            "token_wrong_audience",
+        ),
+        (
+            "aud number",
+            RSA.mint(&with(&|c| {
+                c.insert("aud".into(), json!(42));
+            })),
+            "token_wrong_audience",
+        ),
+        (
+            "aud = client id (Casdoor default)",
+            RSA.mint(&with(&|c| {
+                c.insert("aud".into(), json!(["client-1"]));
+            })),
+            "token_wrong_audience",
+        ),
+        (
+            "refresh token",
+            RSA.mint(&with(&|c| {
+                c.insert("tokenType".into(), json!("refresh-token"));
+            })),
+            "token_not_access_token",
+        ),
+        (
+            "refresh token, other casing",
+            RSA.mint(&with(&|c| {
+                c.insert("TokenType".into(), json!("refresh-token"));
+                c.insert("tokenType".into(), json!("access-token"));
+            })),
+            "token_not_access_token",
+        ),
+        (
+            "id token typ",
+            RSA.mint_with_header(
+                &json!({"alg":"RS256","kid":"rsa-1","typ":"logout+jwt"}),
+                &good,
+            ),
+            "token_not_access_token",
+        ),
+        (
+            "alg none",
+            mint_raw(
+                r#"{"alg":"none","kid":"rsa-1"}"#,
+                &good.to_string(),
+                |_| vec![],
+            )
+            .trim_end_matches('.')
+            .to_owned()
+                + ".x",
+            "token_disallowed_alg",
+        ),
+        (
+            "alg NONE",
+            mint_raw(r#"{"alg":"NONE"}"#, &good.to_string(), |_| vec![1]),
+            "token_disallowed_alg",
+        ),
+        (
+            "alg off the allow-list",
+            RSA.mint_with_header(&json!({"alg":"PS256","kid":"rsa-1"}), &good),
+            "token_disallowed_alg",
+        ),
+        (
+            "header alg differs from JWK alg",
+            RSA.mint_with_header(&json!({"alg":"ES256","kid":"rsa-1"}), &good),
+            "token_unknown_kid",
+        ),
+        (
+            "duplicate claim",
+            mint_raw(
+                &rsa_hdr.to_string(),
+                &format!(
+                    "{{\"iss\":\"{}\",\"aud\":\"https://mcp.example.com/mcp\",\"exp\":{},\"aud\":\"x\"}}",
+                    h.idp.issuer,
+                    now() + 300
+                ),
+                |m| RSA.sign(m),
+            ),
+            "token_malformed",
+        ),
+        (
+            "crit header",
+            RSA.mint_with_header(
+                &json!({"alg":"RS256","kid":"rsa-1","crit":["b64"],"b64":false}),
+                &good,
+            ),
+            "token_malformed",
+        ),
+        (
+            "ecdsa r=s=0 (CVE-2022-21449)",
+            mint_raw(r#"{"alg":"ES256","kid":"ec-1"}"#, &good.to_string(), |_| {
+                vec![0u8; 64]
+            }),
+            "token_bad_signature",
+        ),
+    ];
+    // HS256 signed with the RSA public key (as JWK JSON) as the HMAC secret.
+    let secret = RSA.jwk().to_string();
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret.as_bytes());
+    cases.push((
+        "HS256 with the public key",
+        mint_raw(r#"{"alg":"HS256","kid":"rsa-1"}"#, &good.to_string(), |m| {
+            aws_lc_rs::hmac::sign(&key, m).as_ref().to_vec()
+        }),
+        "token_disallowed_alg",
+    ));
+    // Embedded keys are ignored: an attacker key in `jwk`/`jku`/`x5u` with our kid.
+    let attacker = TestKey::rsa("rsa-1");
+    cases.push((
+        "embedded jwk",
+        attacker.mint_with_header(&json!({"alg":"RS256","kid":"rsa-1","jwk":attacker.jwk(),"jku":"https://evil/jwks","x5u":"https://evil/x5u"}), &good),
+        "token_bad_signature",
+    ));
+    // Non-UTF-8 payload.
+    cases.push((
+        "non-utf8 payload",
+        format!(
+            "{}.{}.{}",
+            b64(rsa_hdr.to_string().as_bytes()),
+            b64(&[0xff, 0xfe]),
+            sig
+        ),
+        "token_malformed",
+    ));
+
+    for (name, token, reason) in cases {
+        let a = h.bearer("POST", "/mcp", &token).await;
+        assert_eq!(a.status, 401, "{name}: {a:?}");
+        assert_eq!(a.reason(), reason, "{name}");
+        let www = a.www().unwrap_or_default();
+        assert!(
+            www.starts_with(
+                "Bearer realm=\"MCP Server\", error=\"invalid_token\", error_description=\""
+            ),
+            "{name}: {www}"
+        );
+        assert!(
+            www.ends_with(&format!("resource_metadata=\"{PRM_URL}\"")),
+            "{name}: {www}"
+        );
+        assert_eq!(a.json()["error"], "invalid_token", "{name}");
+    }
+    // None of those bad signatures or kids made the service refetch keys except the one
+    // unknown kid... and there was none: every kid above exists.
+    assert_eq!(
+        h.idp.fetches(),
+        1,
+        "no refetch for bad tokens under known kids"
+    );
+}
+
+#[tokio::test]
+async fn insufficient_scope_gets_403_step_up() {
+    let mut h = Harness::standard().await;
+    // Route needs files:read; token has files:list plus scopes this resource does not know.
+    let token = RSA.mint(&h.claims("files:list openid offline_access other:thing"));
+    let a = h.bearer("GET", "/mcp/files/a.txt", &token).await;
+    assert_eq!(a.status, 403);
+    assert_eq!(
+        a.www(),
+        Some(
+            format!("Bearer realm=\"MCP Server\", error=\"insufficient_scope\", error_description=\"The access token lacks the scope this request requires\", scope=\"files:list files:read\", resource_metadata=\"{PRM_URL}\"")
+                .as_str()
+        )
+    );
+    assert_eq!(a.json()["scope"], "files:list files:read");
+
+    // `files` is not `files:read` by prefix; `admin` does not imply `admin:read`.
+    let a = h
+        .bearer(
+            "GET",
+            "/mcp/files/a.txt",
+            &RSA.mint(&h.claims("files files:rea")),
+        )
+        .await;
+    assert_eq!(a.status, 403);
+
+    // Implications: files:admin implies files:read.
+    let a = h
+        .bearer(
+            "GET",
+            "/mcp/files/a.txt",
+            &RSA.mint(&h.claims("files:admin")),
+        )
+        .await;
+    assert_eq!(a.status, 200);
+
+    // `scp` as an array (Entra/Okta) counts.
+    let mut c = h.claims("");
+    c.as_object_mut().unwrap().remove("scope");
+    c["scp"] = json!(["files:read"]);
+    let a = h.bearer("GET", "/mcp/files/a.txt", &RSA.mint(&c)).await;
+    assert_eq!(a.status, 200);
+
+    // No scope claim at all: no scopes.
+    c.as_object_mut().unwrap().remove("scp");
+    let a = h.bearer("POST", "/mcp", &RSA.mint(&c)).await;
+    assert_eq!(a.status, 403);
+    assert_eq!(a.json()["scope"], "files:list");
+}
+
+#[tokio::test]
+async fn policy_denials_are_403_without_challenge() {
+    let mut h = Harness::standard().await;
+    let token = RSA.mint(&h.claims("files:admin files:list"));
+    for req in [
+        Req::new("POST", "/admin"),
+        Req::new("POST", "/mcpx"),
+        Req::new("POST", "/MCP"),
+        Req::new("POST", "/mcp").context("mcp_authz_resource", "no-such-resource"),
+    ] {
+        let label = format!("{} {:?}", req.path, req.context);
+        let a = h
+            .check(req.header("authorization", &format!("Bearer {token}")))
+            .await;
+        assert_eq!(a.status, 403, "{label}");
+        assert_eq!(a.www(), None, "{label}");
+        assert_eq!(a.json()["error"], "forbidden", "{label}");
+    }
+    // The context extension naming the resource selects it whatever the host.
+    let req = Req::new("POST", "/mcp")
+        .host("internal.svc")
+        .context("mcp_authz_resource", "files");
+    assert_eq!(
+        h.check(req.header("authorization", &format!("Bearer {token}")))
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn path_tricks_cannot_reach_other_routes() {
+    let mut h = Harness::standard().await;
+    // /mcp/health is public; these normalize to protected paths and need a token.
+    for path in [
+        "/mcp/health/../x",
+        "/mcp/health/%2e%2e/x",
+        "//mcp",
+        "/mcp/./",
+        "/mcp/health/..",
+        "/mcp?/mcp/health",
+    ] {
+        let a = h.check(Req::new("POST", path)).await;
+        assert_eq!(a.status, 401, "{path}");
+    }
+    // Encoded separators and other ambiguous forms are refused outright.
+    for path in [
+        "/mcp/health%2F..%2Fx",
+        "/mcp%5Cx",
+        "/mcp%00",
+        "/mcp/health;x",
+        "/mcp/%zz",
+        "/mcp\\health",
+    ] {
+        let a = h.check(Req::new("GET", path)).await;
+        assert_eq!(a.status, 400, "{path}");
+        assert_eq!(a.www(), None, "{path}");
+    }
+    // Public path stays public with a query string.
+    assert_eq!(
+        h.check(Req::new("GET", "/mcp/health?x=1")).await.status,
+        200
+    );
+    // Trailing slash and case are exact.
+    assert_eq!(h.check(Req::new("GET", "/mcp/health/")).await.status, 401);
+    assert_eq!(h.check(Req::new("GET", "/MCP/health")).await.status, 403);
+}
+
+#[tokio::test]
+async fn issuer_down_from_start_gives_503() {
+    let idp = Idp::start(&[&RSA]).await;
+    idp.set_mode(Mode::Status(500));
+    let yaml = config_yaml(&idp.issuer, "", ROUTES);
+    let mut h = Harness::start(idp, &yaml, false).await;
+    let token = RSA.mint(&h.claims("files:list"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!h.app.ready.get());
+    let a = h.bearer("POST", "/mcp", &token).await;
+    assert_eq!(a.status, 503);
+    assert_eq!(a.headers["retry-after"], "30");
+    assert_eq!(a.www(), None);
+    // No token still gets the 401 challenge: discovery must work while the IAM is down.
+    assert_eq!(h.check(Req::new("POST", "/mcp")).await.status, 401);
+    // The IAM comes back: keys load on the retry and the token passes.
+    h.idp.set_mode(Mode::Ok);
+    for _ in 0..60 {
+        if h.app.ready.get() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(h.app.ready.get());
+    assert_eq!(h.bearer("POST", "/mcp", &token).await.status, 200);
+}
+
+#[tokio::test]
+async fn issuer_down_after_start_keeps_last_good_keys_then_goes_stale() {
+    let idp = Idp::start(&[&RSA]).await;
+    let yaml = config_yaml(
+        &idp.issuer,
+        "  max_stale_seconds: 3\n  refresh_seconds: 1\n  max_refresh_seconds: 1",
+        ROUTES,
+    );
+    let mut h = Harness::start(idp, &yaml, true).await;
+    let token = RSA.mint(&h.claims("files:list"));
+    h.idp.stop();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let a = h.bearer("POST", "/mcp", &token).await;
+    assert_eq!(a.status, 200, "last good keys still used");
+    let errors = h
+        .app
+        .metrics
+        .counter("mcp_authz_jwks_fetches_total", &[("result", "error")]);
+    assert!(errors >= 1, "failed refresh counted");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let a = h.bearer("POST", "/mcp", &token).await;
+    assert_eq!(a.status, 503, "stale keys are not used past max_stale");
+    assert!(!h.app.ready.get());
+}
+
+#[tokio::test]
+async fn key_rotation_picks_up_new_kid_with_one_fetch() {
+    let idp = Idp::start(&[&RSA]).await;
+    let yaml = config_yaml(&idp.issuer, "", ROUTES);
+    let mut h = Harness::start(idp, &yaml, true).await;
+    assert_eq!(h.idp.fetches(), 1);
+    h.idp.set_keys(&[&RSA, &RSA2]);
+    let token = RSA2.mint(&h.claims("files:list"));
+    // Ten concurrent Checks with the new kid share one refetch.
+    let mut joins = Vec::new();
+    for _ in 0..10 {
+        let mut c = h.client.clone();
+        let req = Req::new("POST", "/mcp").header("authorization", &format!("Bearer {token}"));
+        joins.push(tokio::spawn(async move {
+            Answer::from(c.check(req.into_proto()).await.unwrap().into_inner())
+        }));
+    }
+    for j in joins {
+        assert_eq!(j.await.unwrap().status, 200);
+    }
+    assert_eq!(h.idp.fetches(), 2, "exactly one refetch for the new kid");
+    // The old key is removed from the JWKS: after the next refetch it stops verifying.
+    h.idp.set_keys(&[&RSA2]);
+    let old = RSA.mint(&h.claims("files:list"));
+    assert_eq!(
+        h.bearer("POST", "/mcp", &old).await.status,
+        200,
+        "still in the cached set"
+    );
+}
+
+#[tokio::test]
+async fn removed_key_stops_verifying_after_refresh() {
+    let idp = Idp::start(&[&RSA, &RSA2]).await;
+    let yaml = config_yaml(
+        &idp.issuer,
+        "  refresh_seconds: 1\n  max_refresh_seconds: 1",
+        ROUTES,
+    );
+    let mut h = Harness::start(idp, &yaml, true).await;
+    let old = RSA.mint(&h.claims("files:list"));
+    assert_eq!(h.bearer("POST", "/mcp", &old).await.status, 200);
+    h.idp.set_keys(&[&RSA2]);
+    let before = h.idp.fetches();
+    for _ in 0..50 {
+        if h.idp.fetches() > before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let a = h.bearer("POST", "/mcp", &old).await;
+    assert_eq!(a.status, 401);
+    assert_eq!(a.reason(), "token_unknown_kid");
+}
+
+#[tokio::test]
+async fn kid_flood_is_rate_limited() {
+    let idp = Idp::start(&[&RSA]).await;
+    let yaml = config_yaml(&idp.issuer, "", ROUTES);
+    let mut h = Harness::start(idp, &yaml, true).await;
+    let mut joins = Vec::new();
+    for i in 0..100 {
+        let mut c = h.client.clone();
+        let token = RSA.mint_with_header(
+            &json!({"alg":"RS256","kid":format!("random-{i}")}),
+            &h.claims("files:list"),
+        );
+        let req = Req::new("POST", "/mcp").header("authorization", &format!("Bearer {token}"));
+        joins.push(tokio::spawn(async move {
+            Answer::from(c.check(req.into_proto()).await.unwrap().into_inner())
+        }));
+    }
+    for j in joins {
+        let a = j.await.unwrap();
+        assert_eq!(a.status, 401);
+        assert_eq!(a.reason(), "token_unknown_kid");
+    }
+    assert!(
+        h.idp.fetches() <= 2,
+        "at most one refetch per cooldown, got {}",
+        h.idp.fetches() - 1
+    );
+    // Later unknown kids inside the cooldown are refused without a fetch, and counted.
+    for i in 0..10 {
+        let token = RSA.mint_with_header(
+            &json!({"alg":"RS256","kid":format!("later-{i}")}),
+            &h.claims("files:list"),
+        );
+        assert_eq!(h.bearer("POST", "/mcp", &token).await.status, 401);
+    }
+    assert!(h.idp.fetches() <= 2);
+    let limited = h.app.metrics.counter(
+        "mcp_authz_jwks_unknown_kid_refetches_total",
+        &[("result", "rate_limited")],
+    );
+    assert!(limited >= 10, "rate-limited refetches counted: {limited}");
+    // A valid token still passes during the flood.
+    assert_eq!(
+        h.bearer("POST", "/mcp", &RSA.mint(&h.claims("files:list")))
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn unusable_keys_are_skipped_not_fatal() {
+    let mut keys = vec![
+        json!({"kty":"MLDSA","kid":"pq-1","alg":"ML-DSA-65","pub":"AAAA"}),
+        json!({"kty":"oct","kid":"hmac","k":"c2VjcmV0"}),
+    ];
+    let mut enc = RSA2.jwk();
+    enc["use"] = json!("enc");
+    keys.push(enc);
+    keys.push(RSA.jwk());
+    let idp = Idp::start_with(json!({ "keys": keys })).await;
+    let yaml = config_yaml(&idp.issuer, "", ROUTES);
+    let mut h = Harness::start(idp, &yaml, true).await;
+    assert_eq!(
+        h.bearer("POST", "/mcp", &RSA.mint(&h.claims("files:list")))
+            .await
+            .status,
+        200
+    );
+    // The encryption-use key is never used to verify.
+    let a = h
+        .bearer("POST", "/mcp", &RSA2.mint(&h.claims("files:list")))
+        .await;
+    assert_eq!(a.status, 401);
+    for reason in ["unsupported_alg", "symmetric", "encryption_key"] {
+        assert_eq!(
+            h.app
+                .metrics
+                .counter("mcp_authz_jwks_keys_skipped_total", &[("reason", reason)]),
+            1,
+            "{reason}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn token_without_kid_is_tried_against_compatible_keys() {
+    let mut h = Harness::standard().await;
+    let t = RSA.mint_with_header(&json!({"alg":"RS256"}), &h.claims("files:list"));
+    assert_eq!(h.bearer("POST", "/mcp", &t).await.status, 200);
+    let t = EC.mint_with_header(&json!({"alg":"ES256"}), &h.claims("files:list"));
+    assert_eq!(h.bearer("POST", "/mcp", &t).await.status, 200);
+}
+
+#[tokio::test]
+async fn iam_faults_never_load_keys() {
+    for mode in [
+        Mode::Html,
+        Mode::Huge,
+        Mode::Truncated,
+        Mode::Status(404),
+        Mode::RedirectOtherHost,
+        Mode::Slow(Duration::from_secs(4)),
+    ] {
+        let idp = Idp::start(&[&RSA]).await;
+        idp.set_mode(mode.clone());
+        let yaml = config_yaml(&idp.issuer, "  max_response_bytes: 65536", ROUTES);
+        let mut h = Harness::start(idp, &yaml, false).await;
+        let token = RSA.mint(&h.claims("files:list"));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let a = h.bearer("POST", "/mcp", &token).await;
+        assert_eq!(a.status, 503, "{mode:?}");
+        h.app.shutdown(Duration::from_secs(1)).await;
+    }
+}
+
+#[tokio::test]
+async fn kid_must_belong_to_the_tokens_issuer() {
+    // Issuer A holds rsa-1; issuer B holds rsa-2. A token claiming issuer B but signed by
+    // A's key (kid rsa-1) must not verify.
+    let a = Idp::start(&[&RSA]).await;
+    let b = Idp::start(&[&RSA2]).await;
+    let yaml = format!(
+        "{}      - issuer: {}\n        algorithms: [RS256]\n",
+        config_yaml(&a.issuer, "", ""),
+        b.issuer
+    );
+    let mut h = Harness::start(a, &yaml, true).await;
+    let mut c = h.claims("");
+    c["iss"] = json!(b.issuer);
+    let ans = h.bearer("POST", "/mcp", &RSA.mint(&c)).await;
+    assert_eq!(ans.status, 401);
+    assert_eq!(ans.reason(), "token_unknown_kid");
+    // Both issuers' own tokens pass.
+    assert_eq!(h.bearer("POST", "/mcp", &RSA2.mint(&c)).await.status, 200);
+    let c = h.claims("");
+    assert_eq!(h.bearer("POST", "/mcp", &RSA.mint(&c)).await.status, 200);
+}
+
+#[tokio::test]
+async fn extra_audience_is_opt_in() {
+    let idp = Idp::start(&[&RSA]).await;
+    let yaml = config_yaml(&idp.issuer, "", "").replace(
+        "algorithms: [RS256, ES256, EdDSA]",
+        "algorithms: [RS256]\n        extra_audiences: [casdoor-client-id]",
+    );
+    let mut h = Harness::start(idp, &yaml, true).await;
+    let mut c = h.claims("");
+    c["aud"] = json!(["casdoor-client-id"]);
+    assert_eq!(h.bearer("POST", "/mcp", &RSA.mint(&c)).await.status, 200);
+    // Default route (no routes configured) protects the resource path with any valid token.
+    assert_eq!(h.check(Req::new("POST", "/mcp")).await.status, 401);
+}
+
+#[tokio::test]
+async fn metrics_and_readiness() {
+    let mut h = Harness::standard().await;
+    let before = h
+        .app
+        .metrics
+        .counter("mcp_authz_checks_total", &[("reason", "no_credentials")]);
+    h.check(Req::new("POST", "/mcp")).await;
+    let after = h
+        .app
+        .metrics
+        .counter("mcp_authz_checks_total", &[("reason", "no_credentials")]);
+    assert_eq!(after, before + 1);
+    let base = format!("http://{}", h.app.admin_addr);
+    let client = reqwest::Client::new();
+    let m = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("mcp_authz_checks_total{decision=\"deny\",reason=\"no_credentials\",resource=\"files\"} 1"), "{m}");
+    assert_eq!(
+        client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        client
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // gRPC health reports the Check service as serving.
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", h.app.grpc_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let resp = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: mcp_authz::app::AUTHZ_SERVICE_NAME.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        resp.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+}
+
+#[test]
+fn example_config_loads() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/mcp-authz.yaml");
+    let c = mcp_authz::config::Config::from_file(&path).expect("deploy/mcp-authz.yaml is valid");
+    assert_eq!(c.resources[0].uri, "https://mcp.example.com/mcp");
+    assert_eq!(c.resources[0].scopes_supported, vec!["files:list"]);
+}
