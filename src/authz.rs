@@ -91,9 +91,15 @@ fn to_input(req: CheckRequest) -> (CheckInput, String) {
         fragment: _,
         size: _,
         protocol: _,
-        body: _,
-        raw_body: _,
+        body,
+        raw_body,
     } = http.unwrap_or_default();
+    // With `pack_as_bytes` the body arrives in `raw_body`; otherwise as a UTF-8 string.
+    let body = if raw_body.is_empty() {
+        body.into_bytes()
+    } else {
+        raw_body
+    };
     // With `encode_raw_headers`, Envoy sends `header_map` instead of `headers`.
     if headers.is_empty()
         && let Some(map) = header_map
@@ -142,6 +148,7 @@ fn to_input(req: CheckRequest) -> (CheckInput, String) {
             path,
             headers,
             context_extensions,
+            body,
         },
         request_id,
     )

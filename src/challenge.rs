@@ -1,6 +1,8 @@
 //! Denial responses: HTTP status, RFC 6750 `WWW-Authenticate` challenge with the MCP
 //! `resource_metadata` and `scope` attributes, and the JSON body — one exhaustive mapping.
 
+use crate::mcp::BodyError;
+use crate::policy::McpDenial;
 use crate::token::TokenError;
 
 /// Why a request is denied. Each maps to exactly one status, error code and metric label.
@@ -22,6 +24,10 @@ pub enum DenyReason {
     UnknownResource,
     /// The path cannot be matched safely (encoded separators, bad escapes).
     BadPath,
+    /// The JSON-RPC body the decision needs is unusable (400) or too large (413).
+    Body(BodyError),
+    /// An MCP rule refuses this method, tool, resource or prompt whatever the scopes.
+    McpDenied(McpDenial),
     /// Something failed inside mcp-authz. Never an allow.
     Internal,
 }
@@ -147,6 +153,53 @@ impl DenyReason {
                 false,
                 "bad_path",
             ),
+            DenyReason::Body(e) => {
+                let bad = |description, label| s(400, None, description, false, label);
+                match e {
+                    BodyError::Missing => bad(
+                        "The request body is required for this request",
+                        "body_missing",
+                    ),
+                    BodyError::TooLarge => s(
+                        413,
+                        None,
+                        "The request body is too large to authorize",
+                        false,
+                        "body_too_large",
+                    ),
+                    BodyError::NotJsonRpc => bad(
+                        "The request body is not a JSON-RPC message",
+                        "body_not_jsonrpc",
+                    ),
+                    BodyError::DuplicateKey => bad(
+                        "The request body repeats a member name",
+                        "body_duplicate_key",
+                    ),
+                    BodyError::TooDeep => bad("The request body nests too deeply", "body_too_deep"),
+                    BodyError::BadBatch => {
+                        bad("The request batch is empty or too long", "body_bad_batch")
+                    }
+                    BodyError::BadHeader => bad(
+                        "The Mcp-Method or Mcp-Name header is malformed",
+                        "mcp_header_malformed",
+                    ),
+                    BodyError::HeaderMismatch => bad(
+                        "The Mcp-Method or Mcp-Name header does not match the body",
+                        "mcp_header_mismatch",
+                    ),
+                }
+            }
+            DenyReason::McpDenied(d) => {
+                let denied = |description, label| s(403, None, description, false, label);
+                match d {
+                    McpDenial::Method => denied("This MCP method is not allowed", "method_denied"),
+                    McpDenial::Tool => denied("This MCP tool is not allowed", "tool_denied"),
+                    McpDenial::Resource => {
+                        denied("This MCP resource is not allowed", "resource_denied")
+                    }
+                    McpDenial::Prompt => denied("This MCP prompt is not allowed", "prompt_denied"),
+                }
+            }
             DenyReason::Internal => s(500, None, "Authorization failed", false, "internal"),
         }
     }
@@ -207,6 +260,7 @@ pub fn render(
 fn json_error(status: u16) -> &'static str {
     match status {
         400 => "bad_request",
+        413 => "payload_too_large",
         401 => "unauthorized",
         403 => "forbidden",
         503 => "unavailable",
@@ -326,6 +380,18 @@ mod tests {
             DenyReason::Token(TokenError::WrongAudience),
             DenyReason::Token(TokenError::NotAccessToken),
             DenyReason::Token(TokenError::NoKeys),
+            DenyReason::Body(BodyError::Missing),
+            DenyReason::Body(BodyError::TooLarge),
+            DenyReason::Body(BodyError::NotJsonRpc),
+            DenyReason::Body(BodyError::DuplicateKey),
+            DenyReason::Body(BodyError::TooDeep),
+            DenyReason::Body(BodyError::BadBatch),
+            DenyReason::Body(BodyError::BadHeader),
+            DenyReason::Body(BodyError::HeaderMismatch),
+            DenyReason::McpDenied(McpDenial::Method),
+            DenyReason::McpDenied(McpDenial::Tool),
+            DenyReason::McpDenied(McpDenial::Resource),
+            DenyReason::McpDenied(McpDenial::Prompt),
         ];
         let mut labels = std::collections::BTreeSet::new();
         for r in all {

@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 use crate::challenge::{ChallengeTarget, DenyReason};
 use crate::config::{Config, IdentityHeaders, Resource, StepUpStrategy, expand_scopes};
 use crate::jwks::JwksManager;
+use crate::mcp::{self, BodyError, Call};
 use crate::policy::{self, Requirement};
 use crate::scope::Scopes;
 use crate::token::{self, Principal};
@@ -24,6 +25,8 @@ pub struct CheckInput {
     /// Lower-case header names; duplicates already merged by Envoy.
     pub headers: HashMap<String, String>,
     pub context_extensions: HashMap<String, String>,
+    /// The request body as Envoy buffered it (empty when none was sent to us).
+    pub body: Vec<u8>,
 }
 
 impl CheckInput {
@@ -122,11 +125,12 @@ impl Authorizer {
         if policy::is_always_public(resource, &method, &path, preflight) {
             return allow_public("well-known");
         }
-        let (route, required) = match policy::match_route(resource, &host, &method, &path) {
-            Requirement::Public { route } => return allow_public(route),
-            Requirement::Deny => return deny(DenyReason::NoRoute, Some(resource)),
-            Requirement::Scopes { route, scopes } => (route, scopes),
-        };
+        let (route, baseline, mcp_rules) =
+            match policy::match_route(resource, &host, &method, &path) {
+                Requirement::Public { route } => return allow_public(route),
+                Requirement::Deny => return deny(DenyReason::NoRoute, Some(resource)),
+                Requirement::Scopes { route, scopes, mcp } => (route, scopes, mcp),
+            };
         let denied = |reason, scope: Option<String>, principal: Option<Principal>| {
             Decision::Deny(Denied {
                 reason,
@@ -141,7 +145,7 @@ impl Authorizer {
             Ok(t) => t,
             Err(DenyReason::NoCredentials) => {
                 // MCP 2025-11-25: the 401 SHOULD name the scopes this request needs.
-                let scope = (!required.is_empty()).then(|| required.joined());
+                let scope = (!baseline.is_empty()).then(|| baseline.joined());
                 return denied(DenyReason::NoCredentials, scope, None);
             }
             Err(reason) => return denied(reason, None, None),
@@ -151,9 +155,22 @@ impl Authorizer {
                 Ok(p) => p,
                 Err(e) => return denied(DenyReason::Token(e), None, None),
             };
+        // MCP-aware rules read the JSON-RPC body of POSTs (seed Part 2 Step 4: each tool checks
+        // its scopes); GET streams and DELETE get the route's scopes only.
+        let mut required = baseline.clone();
+        if let Some(rules) = mcp_rules.filter(|_| method == "POST") {
+            let calls = match inspect_body(input, &config) {
+                Ok(c) => c,
+                Err(e) => return denied(DenyReason::Body(e), None, Some(principal)),
+            };
+            match policy::mcp_requirement(rules, &calls) {
+                Ok(extra) => required.extend(extra.iter().map(str::to_owned)),
+                Err(d) => return denied(DenyReason::McpDenied(d), None, Some(principal)),
+            }
+        }
         let granted = expand_scopes(resource, &principal.scopes);
         if required.iter().any(|s| !granted.contains(s)) {
-            let scope = step_up_scope(resource, &principal.scopes, required);
+            let scope = step_up_scope(resource, &principal.scopes, &required);
             return denied(DenyReason::InsufficientScope, Some(scope), Some(principal));
         }
         Decision::Allow(Allowed {
@@ -162,6 +179,26 @@ impl Authorizer {
             principal: Some(principal),
         })
     }
+}
+
+/// Parse the body Envoy forwarded and check it against the `Mcp-Method`/`Mcp-Name` headers.
+fn inspect_body(input: &CheckInput, config: &Config) -> Result<Vec<Call>, BodyError> {
+    // Envoy marks a body cut at `max_request_bytes` (allow_partial_message); deciding on a
+    // prefix would be deciding on a different message.
+    if input.header("x-envoy-auth-partial-body") == Some("true") {
+        return Err(BodyError::TooLarge);
+    }
+    if input.body.is_empty() {
+        return Err(BodyError::Missing);
+    }
+    let limits = mcp::Limits {
+        max_bytes: config.max_body_bytes,
+        max_depth: config.max_json_depth,
+        ..mcp::Limits::default()
+    };
+    let calls = mcp::parse_body(&input.body, limits)?;
+    mcp::check_headers(&calls, input.header("mcp-method"), input.header("mcp-name"))?;
+    Ok(calls)
 }
 
 fn target(r: &Resource) -> ChallengeTarget {
@@ -317,6 +354,7 @@ mod tests {
             path: path.into(),
             headers,
             context_extensions: HashMap::new(),
+            body: Vec::new(),
         }
     }
 

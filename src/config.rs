@@ -256,14 +256,25 @@ pub struct RawLimits {
     /// Longest accepted bearer token in bytes; longer ones are `invalid_token` (default 8192).
     #[serde(default = "d8192")]
     pub max_token_bytes: usize,
+    /// Largest JSON-RPC body inspected for per-tool rules; larger ones get 413 (default 65536).
+    #[serde(default = "d65536_usize")]
+    pub max_body_bytes: usize,
+    /// Deepest JSON nesting accepted in an inspected body (default 64).
+    #[serde(default = "d64")]
+    pub max_json_depth: usize,
 }
 
 impl Default for RawLimits {
     fn default() -> Self {
-        Self {
-            max_token_bytes: d8192(),
-        }
+        serde_yaml::from_str("{}").expect("defaults deserialize")
     }
+}
+
+fn d65536_usize() -> usize {
+    65536
+}
+fn d64() -> usize {
+    64
 }
 
 fn d8192() -> usize {
@@ -372,6 +383,47 @@ pub struct RawRoute {
     /// Required scopes, all of them; an empty list means any valid token.
     #[serde(default)]
     pub scopes: Option<Vec<String>>,
+    /// Per-method, per-tool, per-resource and per-prompt rules for JSON-RPC POST bodies.
+    #[serde(default)]
+    pub mcp: Option<RawMcpRules>,
+}
+
+/// MCP-aware rules; their scopes add to the route's scopes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMcpRules {
+    /// Scopes per JSON-RPC method (`tools/list`, `tools/call`, ...), or `deny`.
+    #[serde(default)]
+    pub methods: BTreeMap<String, RawRule>,
+    /// Methods not listed in `methods` (default: `[]`, the route's scopes suffice).
+    #[serde(default)]
+    pub default_method: Option<RawRule>,
+    /// Scopes per tool name for `tools/call`, or `deny`.
+    #[serde(default)]
+    pub tools: BTreeMap<String, RawRule>,
+    /// Tools not listed (default: `deny` when `tools` is set, else `[]`).
+    #[serde(default)]
+    pub default_tool: Option<RawRule>,
+    /// Scopes per resource URI prefix for `resources/read` (longest prefix wins), or `deny`.
+    #[serde(default)]
+    pub resources: BTreeMap<String, RawRule>,
+    /// Resource URIs matching no prefix (default: `deny` when `resources` is set, else `[]`).
+    #[serde(default)]
+    pub default_resource: Option<RawRule>,
+    /// Scopes per prompt name for `prompts/get`, or `deny`.
+    #[serde(default)]
+    pub prompts: BTreeMap<String, RawRule>,
+    /// Prompts not listed (default: `deny` when `prompts` is set, else `[]`).
+    #[serde(default)]
+    pub default_prompt: Option<RawRule>,
+}
+
+/// A list of scopes, or the word `deny`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawRule {
+    Scopes(Vec<String>),
+    Word(String),
 }
 
 // ---------------------------------------------------------------------------
@@ -385,6 +437,8 @@ pub struct Config {
     pub jwks: JwksSettings,
     pub identity: IdentityHeaders,
     pub max_token_bytes: usize,
+    pub max_body_bytes: usize,
+    pub max_json_depth: usize,
     pub resources: Vec<Resource>,
     /// Every distinct issuer, with where its keys come from.
     pub issuers: Vec<IssuerKeysConfig>,
@@ -557,6 +611,53 @@ pub struct Route {
     /// Upper-case methods; empty = any.
     pub methods: Vec<String>,
     pub access: Access,
+    /// JSON-RPC rules for POST bodies, when configured.
+    pub mcp: Option<McpRules>,
+}
+
+/// What an MCP rule allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rule {
+    Deny,
+    Scopes(Scopes),
+}
+
+/// Validated MCP-aware rules of one route.
+#[derive(Debug, Clone)]
+pub struct McpRules {
+    pub methods: HashMap<String, Rule>,
+    pub default_method: Rule,
+    pub tools: HashMap<String, Rule>,
+    pub default_tool: Rule,
+    /// Longest prefix first.
+    pub resources: Vec<(String, Rule)>,
+    pub default_resource: Rule,
+    pub prompts: HashMap<String, Rule>,
+    pub default_prompt: Rule,
+}
+
+impl McpRules {
+    /// Every scope any rule names.
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        let rules = self
+            .methods
+            .values()
+            .chain(self.tools.values())
+            .chain(self.prompts.values())
+            .chain(self.resources.iter().map(|(_, r)| r))
+            .chain([
+                &self.default_method,
+                &self.default_tool,
+                &self.default_resource,
+                &self.default_prompt,
+            ]);
+        rules
+            .flat_map(|r| match r {
+                Rule::Deny => None,
+                Rule::Scopes(s) => Some(s.iter()),
+            })
+            .flatten()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -606,6 +707,15 @@ impl TryFrom<RawConfig> for Config {
         if raw.limits.max_token_bytes < 64 {
             return Err(invalid("limits.max_token_bytes", "must be at least 64"));
         }
+        if raw.limits.max_body_bytes < 1024 {
+            return Err(invalid("limits.max_body_bytes", "must be at least 1024"));
+        }
+        if !(2..=512).contains(&raw.limits.max_json_depth) {
+            return Err(invalid(
+                "limits.max_json_depth",
+                "must be between 2 and 512",
+            ));
+        }
         if raw.resources.is_empty() {
             return Err(invalid("resources", "at least one resource is required"));
         }
@@ -635,6 +745,8 @@ impl TryFrom<RawConfig> for Config {
             jwks,
             identity,
             max_token_bytes: raw.limits.max_token_bytes,
+            max_body_bytes: raw.limits.max_body_bytes,
+            max_json_depth: raw.limits.max_json_depth,
             resources,
             issuers,
             envoy,
@@ -930,6 +1042,7 @@ fn validate_resource(
             methods: None,
             public: false,
             scopes: Some(vec![]),
+            mcp: None,
         }]
     });
     let mut routes = Vec::with_capacity(raw_routes.len());
@@ -938,6 +1051,9 @@ fn validate_resource(
         let route = validate_route(&rat, i, rr)?;
         if let Access::Scopes(s) = &route.access {
             known_scopes.extend(s.iter().map(str::to_owned));
+        }
+        if let Some(m) = &route.mcp {
+            known_scopes.extend(m.scopes().map(str::to_owned));
         }
         routes.push(route);
     }
@@ -965,17 +1081,21 @@ fn validate_resource(
         }
         // MCP: the minimal set for basic use — the scopes the routes require to connect.
         None => {
-            let mut v: Vec<String> = Vec::new();
+            let mut v = Scopes::default();
             for route in &routes {
                 if let Access::Scopes(s) = &route.access {
-                    for x in s.iter() {
-                        if !v.iter().any(|y| y == x) {
-                            v.push(x.to_owned());
+                    v.extend(s.iter().map(str::to_owned));
+                }
+                // Listing is part of connecting: the list methods' scopes are baseline too.
+                for m in route.mcp.iter() {
+                    for list in ["tools/list", "resources/list", "prompts/list"] {
+                        if let Some(Rule::Scopes(s)) = m.methods.get(list) {
+                            v.extend(s.iter().map(str::to_owned));
                         }
                     }
                 }
             }
-            v
+            v.iter().map(str::to_owned).collect()
         }
     };
 
@@ -1169,12 +1289,127 @@ fn validate_route(at: &str, index: usize, rr: RawRoute) -> Result<Route, ConfigE
             ));
         }
     };
+    let mcp = match rr.mcp {
+        None => None,
+        Some(m) => {
+            if matches!(access, Access::Public) {
+                return Err(invalid(
+                    format!("{at}.mcp"),
+                    "a public route cannot have MCP rules",
+                ));
+            }
+            if !methods.is_empty() && !methods.iter().any(|x| x == "POST") {
+                return Err(invalid(
+                    format!("{at}.mcp"),
+                    "MCP rules apply to POST bodies, but this route does not match POST",
+                ));
+            }
+            Some(validate_mcp(&format!("{at}.mcp"), m)?)
+        }
+    };
     Ok(Route {
         name: rr.name.unwrap_or_else(|| format!("route-{index}")),
         host: rr.host.map(|h| h.to_ascii_lowercase()),
         path,
         methods,
         access,
+        mcp,
+    })
+}
+
+fn validate_rule(at: &str, r: &RawRule) -> Result<Rule, ConfigError> {
+    match r {
+        RawRule::Word(w) if w == "deny" => Ok(Rule::Deny),
+        RawRule::Word(w) => Err(invalid(
+            at,
+            format!("{w:?}: expected a list of scopes or the word deny"),
+        )),
+        RawRule::Scopes(list) => Ok(Rule::Scopes(validate_scopes(at, list)?)),
+    }
+}
+
+fn validate_rule_map(
+    at: &str,
+    m: &BTreeMap<String, RawRule>,
+) -> Result<HashMap<String, Rule>, ConfigError> {
+    let mut out = HashMap::new();
+    for (k, v) in m {
+        if k.is_empty() {
+            return Err(invalid(at, "names must not be empty"));
+        }
+        out.insert(k.clone(), validate_rule(&format!("{at}.{k}"), v)?);
+    }
+    Ok(out)
+}
+
+fn validate_mcp(at: &str, m: RawMcpRules) -> Result<McpRules, ConfigError> {
+    let methods = validate_rule_map(&format!("{at}.methods"), &m.methods)?;
+    let default_of =
+        |name: &str, given: &Option<RawRule>, listed: bool| -> Result<Rule, ConfigError> {
+            match given {
+                Some(r) => validate_rule(&format!("{at}.{name}"), r),
+                None if listed => Ok(Rule::Deny),
+                None => Ok(Rule::Scopes(Scopes::default())),
+            }
+        };
+    let tools = validate_rule_map(&format!("{at}.tools"), &m.tools)?;
+    let prompts = validate_rule_map(&format!("{at}.prompts"), &m.prompts)?;
+    let mut resources: Vec<(String, Rule)> =
+        validate_rule_map(&format!("{at}.resources"), &m.resources)?
+            .into_iter()
+            .collect();
+    resources.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+    // Rules that can never apply are configuration mistakes.
+    for (method, listed, field) in [
+        (
+            "tools/call",
+            !tools.is_empty() || m.default_tool.is_some(),
+            "tools",
+        ),
+        (
+            "resources/read",
+            !resources.is_empty() || m.default_resource.is_some(),
+            "resources",
+        ),
+        (
+            "prompts/get",
+            !prompts.is_empty() || m.default_prompt.is_some(),
+            "prompts",
+        ),
+    ] {
+        if listed && methods.get(method) == Some(&Rule::Deny) {
+            return Err(invalid(
+                format!("{at}.{field}"),
+                format!("unreachable: methods.{method} is deny, so these rules never apply"),
+            ));
+        }
+    }
+    let default_method = default_of("default_method", &m.default_method, false)?;
+    if default_method == Rule::Deny {
+        for needed in ["initialize", "notifications/initialized"] {
+            if !methods.contains_key(needed) {
+                return Err(invalid(
+                    format!("{at}.default_method"),
+                    format!(
+                        "deny would refuse {needed}, so no client could connect; list it under methods"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(McpRules {
+        default_tool: default_of("default_tool", &m.default_tool, !tools.is_empty())?,
+        default_resource: default_of(
+            "default_resource",
+            &m.default_resource,
+            !resources.is_empty(),
+        )?,
+        default_prompt: default_of("default_prompt", &m.default_prompt, !prompts.is_empty())?,
+        methods,
+        default_method,
+        tools,
+        resources,
+        prompts,
     })
 }
 

@@ -3,7 +3,8 @@
 
 use std::collections::HashMap;
 
-use crate::config::{Access, Config, RESOURCE_CONTEXT_KEY, Resource, Route};
+use crate::config::{Access, Config, McpRules, RESOURCE_CONTEXT_KEY, Resource, Route, Rule};
+use crate::mcp::Call;
 use crate::scope::Scopes;
 
 /// Why a request path cannot be matched safely.
@@ -149,12 +150,16 @@ pub fn select_resource<'c>(
 }
 
 /// What the matched route (or the resource default) asks of the request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Requirement<'c> {
     /// No token needed.
     Public { route: &'c str },
-    /// A valid token with all of these scopes.
-    Scopes { route: &'c str, scopes: &'c Scopes },
+    /// A valid token with all of these scopes (plus what the MCP rules add for POST bodies).
+    Scopes {
+        route: &'c str,
+        scopes: &'c Scopes,
+        mcp: Option<&'c McpRules>,
+    },
     /// Denied whatever the token (no route matched under default-deny).
     Deny,
 }
@@ -186,19 +191,76 @@ pub fn match_route<'c>(
         Some(Route {
             name,
             access: Access::Scopes(scopes),
+            mcp,
             ..
         }) => Requirement::Scopes {
             route: name,
             scopes,
+            mcp: mcp.as_ref(),
         },
         None => match &resource.default_scopes {
             Some(scopes) => Requirement::Scopes {
                 route: "default",
                 scopes,
+                mcp: None,
             },
             None => Requirement::Deny,
         },
     }
+}
+
+/// Which MCP rule refused a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum McpDenial {
+    Method,
+    Tool,
+    Resource,
+    Prompt,
+}
+
+/// Scopes the JSON-RPC messages need beyond the route's, or the rule that refuses them. Every
+/// message of a batch must pass; their requirements add up.
+pub fn mcp_requirement(rules: &McpRules, calls: &[Call]) -> Result<Scopes, McpDenial> {
+    let mut need = Scopes::default();
+    let mut add = |rule: &Rule, denial| match rule {
+        Rule::Deny => Err(denial),
+        Rule::Scopes(s) => {
+            need.extend(s.iter().map(str::to_owned));
+            Ok(())
+        }
+    };
+    for call in calls {
+        let Some(method) = call.method.as_deref() else {
+            // A JSON-RPC response or result from the client: no method to authorize.
+            continue;
+        };
+        add(
+            rules.methods.get(method).unwrap_or(&rules.default_method),
+            McpDenial::Method,
+        )?;
+        match method {
+            "tools/call" => {
+                let rule = call.name.as_deref().and_then(|n| rules.tools.get(n));
+                add(rule.unwrap_or(&rules.default_tool), McpDenial::Tool)?;
+            }
+            "prompts/get" => {
+                let rule = call.name.as_deref().and_then(|n| rules.prompts.get(n));
+                add(rule.unwrap_or(&rules.default_prompt), McpDenial::Prompt)?;
+            }
+            "resources/read" | "resources/subscribe" => {
+                let rule = call.uri.as_deref().and_then(|u| {
+                    rules
+                        .resources
+                        .iter()
+                        .find(|(prefix, _)| u.starts_with(prefix.as_str()))
+                        .map(|(_, r)| r)
+                });
+                add(rule.unwrap_or(&rules.default_resource), McpDenial::Resource)?;
+            }
+            _ => {}
+        }
+    }
+    Ok(need)
 }
 
 fn route_matches(r: &Route, host: &str, method: &str, path: &str) -> bool {
@@ -308,7 +370,7 @@ resources:
 
         let route = |r: &Resource, host: &str, m: &str, p: &str| match match_route(r, host, m, p) {
             Requirement::Public { route } => format!("public:{route}"),
-            Requirement::Scopes { route, scopes } => format!("{route}:{}", scopes.joined()),
+            Requirement::Scopes { route, scopes, .. } => format!("{route}:{}", scopes.joined()),
             Requirement::Deny => "deny".into(),
         };
         assert_eq!(route(files, "h", "POST", "/files"), "route-0:files:list");
@@ -326,6 +388,132 @@ resources:
             route(db, "mcp.example.com", "GET", "/db"),
             "default:db:query"
         );
+    }
+
+    #[test]
+    fn mcp_rules_per_method_tool_resource_prompt() {
+        let c = Config::from_yaml(
+            r#"
+resources:
+  - id: files
+    uri: https://mcp.example.com/mcp
+    issuers: [{issuer: https://iam.example.com}]
+    routes:
+      - path: /mcp
+        scopes: [files:list]
+        mcp:
+          methods: {tools/list: [files:list], sampling/createMessage: deny}
+          tools: {read_file: [files:read], write_file: [files:write], nuke: deny}
+          resources: {"file:///": [files:read], "file:///secret/": [files:admin]}
+          prompts: {summarize: [files:read]}
+"#,
+        )
+        .unwrap();
+        let rules = c.resources[0].routes[0].mcp.as_ref().unwrap();
+        let call = |m: &str, name: Option<&str>, uri: Option<&str>| Call {
+            method: Some(m.into()),
+            name: name.map(Into::into),
+            uri: uri.map(Into::into),
+        };
+        let req = |calls: &[Call]| mcp_requirement(rules, calls).map(|s| s.joined());
+        assert_eq!(req(&[call("initialize", None, None)]), Ok("".into()));
+        assert_eq!(
+            req(&[call("tools/list", None, None)]),
+            Ok("files:list".into())
+        );
+        assert_eq!(
+            req(&[call("tools/call", Some("read_file"), None)]),
+            Ok("files:read".into())
+        );
+        assert_eq!(
+            req(&[call("tools/call", Some("nuke"), None)]),
+            Err(McpDenial::Tool)
+        );
+        assert_eq!(
+            req(&[call("tools/call", Some("unlisted"), None)]),
+            Err(McpDenial::Tool)
+        );
+        assert_eq!(req(&[call("tools/call", None, None)]), Err(McpDenial::Tool));
+        assert_eq!(
+            req(&[call("sampling/createMessage", None, None)]),
+            Err(McpDenial::Method)
+        );
+        assert_eq!(
+            req(&[call("resources/read", None, Some("file:///a"))]),
+            Ok("files:read".into())
+        );
+        assert_eq!(
+            req(&[call("resources/read", None, Some("file:///secret/k"))]),
+            Ok("files:admin".into())
+        );
+        assert_eq!(
+            req(&[call("resources/read", None, Some("https://x"))]),
+            Err(McpDenial::Resource)
+        );
+        assert_eq!(
+            req(&[call("prompts/get", Some("summarize"), None)]),
+            Ok("files:read".into())
+        );
+        assert_eq!(
+            req(&[call("prompts/get", Some("other"), None)]),
+            Err(McpDenial::Prompt)
+        );
+        // A batch needs everything its messages need.
+        assert_eq!(
+            req(&[
+                call("tools/call", Some("read_file"), None),
+                call("tools/call", Some("write_file"), None)
+            ]),
+            Ok("files:read files:write".into())
+        );
+        assert_eq!(
+            req(&[
+                call("tools/list", None, None),
+                call("tools/call", Some("nuke"), None)
+            ]),
+            Err(McpDenial::Tool)
+        );
+        // Responses carry no method.
+        assert_eq!(req(&[Call::default()]), Ok("".into()));
+        // PRM scopes_supported defaults to the baseline: route scopes plus the list methods'.
+        assert_eq!(c.resources[0].scopes_supported, vec!["files:list"]);
+        assert!(c.resources[0].known_scopes.contains("files:admin"));
+    }
+
+    #[test]
+    fn contradictory_or_unreachable_mcp_rules_are_refused() {
+        let base = "resources:\n  - id: a\n    uri: https://x/mcp\n    issuers: [{issuer: https://i}]\n    routes:\n      - path: /mcp\n";
+        for (route, want) in [
+            (
+                "        public: true\n        mcp: {tools: {a: [x]}}\n",
+                "resources[0].routes[0].mcp: a public route",
+            ),
+            (
+                "        methods: [GET]\n        scopes: []\n        mcp: {tools: {a: [x]}}\n",
+                "does not match POST",
+            ),
+            (
+                "        scopes: []\n        mcp: {methods: {tools/call: deny}, tools: {a: [x]}}\n",
+                "resources[0].routes[0].mcp.tools: unreachable",
+            ),
+            (
+                "        scopes: []\n        mcp: {tools: {a: allow}}\n",
+                "resources[0].routes[0].mcp.tools.a",
+            ),
+            (
+                "        scopes: []\n        mcp: {default_method: deny}\n",
+                "no client could connect",
+            ),
+            (
+                "        scopes: []\n        mcp: {tools: {a: [\"bad scope\"]}}\n",
+                "mcp.tools.a[0]",
+            ),
+        ] {
+            let e = Config::from_yaml(&format!("{base}{route}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{e:?} should contain {want:?}");
+        }
     }
 
     #[test]

@@ -373,9 +373,24 @@ pub struct Req {
     pub host: String,
     pub headers: Vec<(String, String)>,
     pub context: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// Send the body in `raw_body` (Envoy's `pack_as_bytes`) rather than `body`.
+    pub raw: bool,
 }
 
 impl Req {
+    pub fn body(mut self, b: &str) -> Req {
+        self.body = b.as_bytes().to_vec();
+        self.raw = true;
+        self
+    }
+
+    pub fn body_as_string(mut self, b: &str) -> Req {
+        self.body = b.as_bytes().to_vec();
+        self.raw = false;
+        self
+    }
+
     pub fn new(method: &str, path: &str) -> Req {
         Req {
             method: method.into(),
@@ -383,6 +398,8 @@ impl Req {
             host: "mcp.example.com".into(),
             headers: vec![],
             context: vec![],
+            body: vec![],
+            raw: true,
         }
     }
 
@@ -406,6 +423,11 @@ impl Req {
         headers.insert(":path".into(), self.path.clone());
         headers.insert(":method".into(), self.method.clone());
         headers.insert(":authority".into(), self.host.clone());
+        let (body, raw_body) = if self.raw {
+            (String::new(), self.body)
+        } else {
+            (String::from_utf8(self.body).unwrap(), vec![])
+        };
         CheckRequest {
             attributes: Some(AttributeContext {
                 request: Some(attribute_context::Request {
@@ -415,6 +437,8 @@ impl Req {
                         path: self.path,
                         host: self.host,
                         headers,
+                        body,
+                        raw_body,
                         ..Default::default()
                     }),
                 }),

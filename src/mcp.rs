@@ -1,0 +1,484 @@
+//! MCP request inspection: what JSON-RPC method and target (tool, resource URI, prompt) a
+//! Streamable HTTP POST carries, read strictly enough that mcp-authz and the MCP server can
+//! never disagree about it, plus the 2026-07-28 `Mcp-Method` / `Mcp-Name` headers.
+
+use std::fmt;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+/// Why a body cannot be used for a decision. All are 400 except `TooLarge` (413).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error("request body is missing")]
+    Missing,
+    #[error("request body is larger than the inspection limit")]
+    TooLarge,
+    #[error("request body is not a JSON-RPC message")]
+    NotJsonRpc,
+    #[error("request body repeats a member name")]
+    DuplicateKey,
+    #[error("request body nests too deeply")]
+    TooDeep,
+    #[error("request body batch is empty or too long")]
+    BadBatch,
+    #[error("Mcp-Method or Mcp-Name header is malformed")]
+    BadHeader,
+    #[error("Mcp-Method or Mcp-Name header disagrees with the body")]
+    HeaderMismatch,
+}
+
+/// One JSON-RPC message as far as authorization cares.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Call {
+    /// `None` for a response or an object without `method`.
+    pub method: Option<String>,
+    /// `params.name` (tools/call, prompts/get).
+    pub name: Option<String>,
+    /// `params.uri` (resources/read, resources/subscribe).
+    pub uri: Option<String>,
+}
+
+impl Call {
+    /// The target the `Mcp-Name` header stands for (MCP 2026-07-28 transports).
+    pub fn target(&self) -> Option<&str> {
+        match self.method.as_deref() {
+            Some("resources/read" | "resources/subscribe" | "resources/unsubscribe") => {
+                self.uri.as_deref()
+            }
+            _ => self.name.as_deref(),
+        }
+    }
+}
+
+/// Limits on what is parsed.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_bytes: usize,
+    pub max_depth: usize,
+    pub max_batch: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bytes: 65536,
+            max_depth: 64,
+            max_batch: 32,
+        }
+    }
+}
+
+/// Parse a Streamable HTTP POST body: one JSON-RPC message, or (pre-2025-06-18 clients) a
+/// batch array, each element decided on its own and all required to pass.
+pub fn parse_body(body: &[u8], limits: Limits) -> Result<Vec<Call>, BodyError> {
+    if body.len() > limits.max_bytes {
+        return Err(BodyError::TooLarge);
+    }
+    check_depth(body, limits.max_depth)?;
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed = de.deserialize_any(BodyVisitor {
+        max_batch: limits.max_batch,
+    });
+    let calls = match parsed {
+        Ok(c) => c,
+        Err(e) => return Err(classify(&e)),
+    };
+    de.end().map_err(|_| BodyError::NotJsonRpc)?;
+    Ok(calls)
+}
+
+const DUPLICATE: &str = "mcp-authz: duplicate member";
+const BATCH: &str = "mcp-authz: bad batch";
+
+fn classify(e: &serde_json::Error) -> BodyError {
+    let msg = e.to_string();
+    if msg.starts_with(DUPLICATE) {
+        BodyError::DuplicateKey
+    } else if msg.starts_with(BATCH) {
+        BodyError::BadBatch
+    } else {
+        BodyError::NotJsonRpc
+    }
+}
+
+/// Count bracket nesting outside strings; deeper than `max` is refused before parsing.
+fn check_depth(body: &[u8], max: usize) -> Result<(), BodyError> {
+    let (mut depth, mut in_str, mut esc) = (0usize, false, false);
+    for &b in body {
+        if in_str {
+            match (esc, b) {
+                (true, _) => esc = false,
+                (false, b'\\') => esc = true,
+                (false, b'"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return Err(BodyError::TooDeep);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+struct BodyVisitor {
+    max_batch: usize,
+}
+
+impl<'de> Visitor<'de> for BodyVisitor {
+    type Value = Vec<Call>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON-RPC message object or batch array")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        Ok(vec![MessageVisitor.visit_map(map)?])
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(m) = seq.next_element::<Message>()? {
+            out.push(m.0);
+            if out.len() > self.max_batch {
+                return Err(de::Error::custom(BATCH));
+            }
+        }
+        if out.is_empty() {
+            return Err(de::Error::custom(BATCH));
+        }
+        Ok(out)
+    }
+}
+
+struct Message(Call);
+
+impl<'de> de::Deserialize<'de> for Message {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(MessageVisitor).map(Message)
+    }
+}
+
+/// Keys are compared after JSON decoding (`"meth\u006fd"` is `method`), and any member name
+/// repeated at the message level or in `params` is refused: the MCP server's parser might take
+/// the other copy (a parser differential is an authorization bypass).
+struct MessageVisitor;
+
+impl<'de> Visitor<'de> for MessageVisitor {
+    type Value = Call;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON-RPC message object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Call, A::Error> {
+        let mut seen: Vec<String> = Vec::new();
+        let mut call = Call::default();
+        let mut jsonrpc = None;
+        while let Some(key) = map.next_key::<String>()? {
+            if seen.contains(&key) {
+                return Err(de::Error::custom(DUPLICATE));
+            }
+            match key.as_str() {
+                "jsonrpc" => jsonrpc = Some(map.next_value::<String>()?),
+                "method" => call.method = Some(map.next_value::<String>()?),
+                "params" => {
+                    let p = map.next_value::<Params>()?;
+                    call.name = p.name;
+                    call.uri = p.uri;
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            seen.push(key);
+        }
+        if jsonrpc.as_deref() != Some("2.0") {
+            return Err(de::Error::custom("jsonrpc must be \"2.0\""));
+        }
+        Ok(call)
+    }
+}
+
+#[derive(Default)]
+struct Params {
+    name: Option<String>,
+    uri: Option<String>,
+}
+
+impl<'de> de::Deserialize<'de> for Params {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ParamsVisitor)
+    }
+}
+
+struct ParamsVisitor;
+
+impl<'de> Visitor<'de> for ParamsVisitor {
+    type Value = Params;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JSON-RPC params")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Params, A::Error> {
+        let mut seen: Vec<String> = Vec::new();
+        let mut p = Params::default();
+        while let Some(key) = map.next_key::<String>()? {
+            if seen.contains(&key) {
+                return Err(de::Error::custom(DUPLICATE));
+            }
+            match key.as_str() {
+                "name" => p.name = Some(map.next_value::<String>()?),
+                "uri" => p.uri = Some(map.next_value::<String>()?),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            seen.push(key);
+        }
+        Ok(p)
+    }
+
+    // By-position params carry no name or uri.
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Params, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Params::default())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Params, E> {
+        Ok(Params::default())
+    }
+}
+
+/// Decode an `Mcp-Method` / `Mcp-Name` value: plain, or the `=?base64?<b64>?=` form for values
+/// that are not plain ASCII (MCP 2026-07-28 transports).
+pub fn decode_header(v: &str) -> Result<String, BodyError> {
+    let v = v.trim();
+    if let Some(inner) = v
+        .strip_prefix("=?base64?")
+        .and_then(|r| r.strip_suffix("?="))
+    {
+        let bytes = STANDARD.decode(inner).map_err(|_| BodyError::BadHeader)?;
+        return String::from_utf8(bytes).map_err(|_| BodyError::BadHeader);
+    }
+    if v.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        Ok(v.to_owned())
+    } else {
+        Err(BodyError::BadHeader)
+    }
+}
+
+/// When the request carries `Mcp-Method`/`Mcp-Name` and a single-message body, they must
+/// name the same method and target, else the request is refused (400).
+pub fn check_headers(
+    calls: &[Call],
+    method_h: Option<&str>,
+    name_h: Option<&str>,
+) -> Result<(), BodyError> {
+    if method_h.is_none() && name_h.is_none() {
+        return Ok(());
+    }
+    let [call] = calls else {
+        // Headers describe one message; a batch with headers is ambiguous.
+        return Err(BodyError::HeaderMismatch);
+    };
+    if let Some(m) = method_h
+        && call.method.as_deref() != Some(decode_header(m)?.as_str())
+    {
+        return Err(BodyError::HeaderMismatch);
+    }
+    if let Some(n) = name_h
+        && call.target() != Some(decode_header(n)?.as_str())
+    {
+        return Err(BodyError::HeaderMismatch);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Vec<Call>, BodyError> {
+        parse_body(s.as_bytes(), Limits::default())
+    }
+
+    fn one(s: &str) -> Call {
+        let mut v = parse(s).unwrap();
+        assert_eq!(v.len(), 1);
+        v.remove(0)
+    }
+
+    #[test]
+    fn reads_method_and_target() {
+        let c = one(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"a"}}}"#,
+        );
+        assert_eq!(c.method.as_deref(), Some("tools/call"));
+        assert_eq!(c.target(), Some("read_file"));
+        let c = one(
+            r#"{"jsonrpc":"2.0","id":"x","method":"resources/read","params":{"uri":"file:///a","name":"n"}}"#,
+        );
+        assert_eq!(c.target(), Some("file:///a"));
+        let c = one(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        assert_eq!(c.method.as_deref(), Some("notifications/initialized"));
+        assert_eq!(c.target(), None);
+        // A response (client answering a server request) has no method.
+        let c = one(r#"{"jsonrpc":"2.0","id":3,"result":{}}"#);
+        assert_eq!(c.method, None);
+        // By-position and null params carry no target.
+        assert_eq!(
+            one(r#"{"jsonrpc":"2.0","id":1,"method":"x","params":[1,2]}"#).name,
+            None
+        );
+        assert_eq!(
+            one(r#"{"jsonrpc":"2.0","id":1,"method":"x","params":null}"#).name,
+            None
+        );
+    }
+
+    #[test]
+    fn escapes_are_decoded_before_comparison() {
+        let c = one(
+            r#"{"jsonrpc":"2.0","id":1,"meth\u006fd":"tools\/call","params":{"n\u0061me":"read\u005ffile"}}"#,
+        );
+        assert_eq!(c.method.as_deref(), Some("tools/call"));
+        assert_eq!(c.name.as_deref(), Some("read_file"));
+    }
+
+    #[test]
+    fn duplicate_keys_at_each_level() {
+        for body in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","method":"tools/call"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_files","name":"write_file"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"},"params":{"name":"b"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"tools/list"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"a","uri":"b"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{},"arguments":{}}}"#,
+            // The same key spelled with an escape is the same key.
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","m\u0065thod":"tools/call"}"#,
+        ] {
+            assert_eq!(parse(body), Err(BodyError::DuplicateKey), "{body}");
+        }
+        // Duplicates deeper inside arguments do not affect the decision and are the server's business.
+        assert!(parse(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"x":1,"x":2}}}"#).is_ok());
+    }
+
+    #[test]
+    fn not_json_rpc() {
+        for body in [
+            "",
+            "null",
+            "42",
+            "\"tools/call\"",
+            "{",
+            r#"{"method":"tools/call"}"#,
+            r#"{"jsonrpc":"1.0","method":"tools/call"}"#,
+            r#"{"jsonrpc":"2.0","method":42}"#,
+            r#"{"jsonrpc":"2.0","method":null}"#,
+            r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":7}}"#,
+            r#"{"jsonrpc":"2.0","method":"tools/call","params":"x"}"#,
+            r#"{"jsonrpc":"2.0","method":"tools/list"} {"jsonrpc":"2.0"}"#,
+            r#"[1]"#,
+        ] {
+            assert_eq!(parse(body), Err(BodyError::NotJsonRpc), "{body}");
+        }
+        // Non-UTF-8 bytes inside a string.
+        let mut b = br#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"a"#.to_vec();
+        b.extend_from_slice(&[0xff, 0xfe]);
+        b.extend_from_slice(br#""}}"#);
+        assert_eq!(
+            parse_body(&b, Limits::default()),
+            Err(BodyError::NotJsonRpc)
+        );
+    }
+
+    #[test]
+    fn numbers_and_nulls_elsewhere_are_fine() {
+        let c = one(
+            r#"{"jsonrpc":"2.0","id":1e400,"method":"ping","params":{"x":null,"y":-0.5e-3,"z":[true,false,null]}}"#,
+        );
+        assert_eq!(c.method.as_deref(), Some("ping"));
+    }
+
+    #[test]
+    fn batches() {
+        let v = parse(r#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"write_file"}}]"#).unwrap();
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[1].name.as_deref(), Some("write_file"));
+        assert_eq!(parse("[]"), Err(BodyError::BadBatch));
+        let many = format!(
+            "[{}]",
+            vec![r#"{"jsonrpc":"2.0","method":"ping"}"#; 33].join(",")
+        );
+        assert_eq!(parse(&many), Err(BodyError::BadBatch));
+        assert_eq!(
+            parse(r#"[{"jsonrpc":"2.0","method":"a","method":"b"}]"#),
+            Err(BodyError::DuplicateKey)
+        );
+    }
+
+    #[test]
+    fn depth_and_size_limits() {
+        let deep = format!(
+            r#"{{"jsonrpc":"2.0","method":"tools/call","params":{{"name":"a","arguments":{}{}}}}}"#,
+            "[".repeat(100),
+            "]".repeat(100)
+        );
+        assert_eq!(parse(&deep), Err(BodyError::TooDeep));
+        // Brackets inside strings do not count.
+        let s = format!(
+            r#"{{"jsonrpc":"2.0","method":"ping","params":{{"s":"{}\"["}}}}"#,
+            "[".repeat(100)
+        );
+        assert!(parse(&s).is_ok());
+        let big = format!(
+            r#"{{"jsonrpc":"2.0","method":"ping","params":{{"s":"{}"}}}}"#,
+            "a".repeat(70000)
+        );
+        assert_eq!(parse(&big), Err(BodyError::TooLarge));
+    }
+
+    #[test]
+    fn header_forms_and_agreement() {
+        assert_eq!(decode_header("tools/call").unwrap(), "tools/call");
+        assert_eq!(
+            decode_header("=?base64?cmVhZF9maWxl?=").unwrap(),
+            "read_file"
+        );
+        assert_eq!(decode_header("=?base64?5pel5pys?=").unwrap(), "日本");
+        assert_eq!(decode_header("=?base64?!!?="), Err(BodyError::BadHeader));
+        let calls = vec![Call {
+            method: Some("tools/call".into()),
+            name: Some("read_file".into()),
+            uri: None,
+        }];
+        assert!(check_headers(&calls, Some("tools/call"), Some("read_file")).is_ok());
+        assert!(check_headers(&calls, Some("tools/call"), Some("=?base64?cmVhZF9maWxl?=")).is_ok());
+        assert!(check_headers(&calls, None, None).is_ok());
+        assert_eq!(
+            check_headers(&calls, Some("tools/list"), None),
+            Err(BodyError::HeaderMismatch)
+        );
+        assert_eq!(
+            check_headers(&calls, Some("tools/call"), Some("list_files")),
+            Err(BodyError::HeaderMismatch)
+        );
+        let two = vec![calls[0].clone(), calls[0].clone()];
+        assert_eq!(
+            check_headers(&two, Some("tools/call"), None),
+            Err(BodyError::HeaderMismatch)
+        );
+    }
+}

@@ -1,0 +1,256 @@
+//! MCP-aware authorization through gRPC Check: per-tool, per-resource and per-prompt scopes,
+//! step-up challenges, strict JSON-RPC inspection and the Mcp-Method/Mcp-Name headers.
+
+mod common;
+
+use common::*;
+
+const MCP_ROUTES: &str = r#"
+    scope_implications:
+      files:admin: [files:read, files:write, files:list]
+    routes:
+      - name: mcp
+        path: /mcp
+        methods: [GET, POST, DELETE]
+        scopes: [files:list]
+        mcp:
+          methods: {sampling/createMessage: deny}
+          tools: {list_files: [files:list], read_file: [files:read], write_file: [files:write]}
+          resources: {"file:///": [files:read]}
+          prompts: {summarize: [files:read]}
+"#;
+
+async fn harness() -> Harness {
+    let idp = Idp::start(&[&RSA]).await;
+    let yaml = config_yaml(&idp.issuer, "", MCP_ROUTES);
+    Harness::start(idp, &yaml, true).await
+}
+
+fn call(tool: &str) -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{{"name":"{tool}","arguments":{{"path":"hello.txt"}}}}}}"#
+    )
+}
+
+impl Harness {
+    async fn post(&mut self, token: &str, body: &str) -> Answer {
+        self.check(
+            Req::new("POST", "/mcp")
+                .header("authorization", &format!("Bearer {token}"))
+                .body(body),
+        )
+        .await
+    }
+}
+
+#[tokio::test]
+async fn per_tool_scopes_and_step_up() {
+    let mut h = harness().await;
+    let list_only = RSA.mint(&h.claims("files:list"));
+    // Listing and lifecycle need only the baseline.
+    for body in [
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#,
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
+        r#"{"jsonrpc":"2.0","id":3,"method":"server/discover"}"#,
+        &call("list_files"),
+    ] {
+        assert_eq!(h.post(&list_only, body).await.status, 200, "{body}");
+    }
+    // read_file needs files:read: 403 step-up naming granted + required.
+    let a = h.post(&list_only, &call("read_file")).await;
+    assert_eq!(a.status, 403);
+    assert_eq!(a.reason(), "insufficient_scope");
+    let www = a.www().unwrap();
+    assert!(www.contains("error=\"insufficient_scope\""), "{www}");
+    assert!(www.contains("scope=\"files:list files:read\""), "{www}");
+    assert!(
+        www.ends_with(&format!("resource_metadata=\"{PRM_URL}\"")),
+        "{www}"
+    );
+    // After re-authorizing with the challenged scopes the call passes.
+    let stepped = RSA.mint(&h.claims("files:list files:read"));
+    assert_eq!(h.post(&stepped, &call("read_file")).await.status, 200);
+    // write_file without files:write is refused, naming all three.
+    let a = h.post(&stepped, &call("write_file")).await;
+    assert_eq!(a.status, 403);
+    assert_eq!(a.json()["scope"], "files:list files:read files:write");
+    // Implications apply to tool scopes too.
+    let admin = RSA.mint(&h.claims("files:admin"));
+    assert_eq!(h.post(&admin, &call("write_file")).await.status, 200);
+    // The body may arrive as a string (no pack_as_bytes).
+    let a = h
+        .check(
+            Req::new("POST", "/mcp")
+                .header("authorization", &format!("Bearer {stepped}"))
+                .body_as_string(&call("read_file")),
+        )
+        .await;
+    assert_eq!(a.status, 200);
+}
+
+#[tokio::test]
+async fn denied_tools_methods_resources_prompts() {
+    let mut h = harness().await;
+    let admin = RSA.mint(&h.claims("files:admin"));
+    for (body, reason) in [
+        (call("format_disk"), "tool_denied"),
+        (r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}"#.to_owned(), "tool_denied"),
+        (r#"{"jsonrpc":"2.0","id":1,"method":"sampling/createMessage","params":{}}"#.to_owned(), "method_denied"),
+        (r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"https://evil/x"}}"#.to_owned(), "resource_denied"),
+        (r#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"other"}}"#.to_owned(), "prompt_denied"),
+    ] {
+        let a = h.post(&admin, &body).await;
+        assert_eq!(a.status, 403, "{body}");
+        assert_eq!(a.reason(), reason, "{body}");
+        assert_eq!(a.www(), None, "policy denials carry no challenge");
+    }
+    let ok = r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///hello.txt"}}"#;
+    assert_eq!(h.post(&admin, ok).await.status, 200);
+    let ok = r#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"summarize"}}"#;
+    assert_eq!(h.post(&admin, ok).await.status, 200);
+}
+
+#[tokio::test]
+async fn tampered_and_unusable_bodies_are_400() {
+    let mut h = harness().await;
+    let admin = RSA.mint(&h.claims("files:admin"));
+    for (body, reason) in [
+        (
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_files","name":"format_disk"}}"#,
+            "body_duplicate_key",
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","method":"tools/call","params":{"name":"format_disk"}}"#,
+            "body_duplicate_key",
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"},"par\u0061ms":{"name":"b"}}"#,
+            "body_duplicate_key",
+        ),
+        ("not json", "body_not_jsonrpc"),
+        (r#"{"jsonrpc":"2.0","method":7}"#, "body_not_jsonrpc"),
+        ("[]", "body_bad_batch"),
+    ] {
+        let a = h.post(&admin, body).await;
+        assert_eq!(a.status, 400, "{body}");
+        assert_eq!(a.reason(), reason, "{body}");
+    }
+    let deep = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"read_file","arguments":{}{}}}}}"#,
+        "[".repeat(100),
+        "]".repeat(100)
+    );
+    assert_eq!(h.post(&admin, &deep).await.reason(), "body_too_deep");
+    // Missing body on a POST that needs it.
+    let a = h
+        .check(Req::new("POST", "/mcp").header("authorization", &format!("Bearer {admin}")))
+        .await;
+    assert_eq!((a.status, a.reason()), (400, "body_missing"));
+    // Truncated by Envoy (allow_partial_message) or over our cap: 413.
+    let a = h
+        .check(
+            Req::new("POST", "/mcp")
+                .header("authorization", &format!("Bearer {admin}"))
+                .header("x-envoy-auth-partial-body", "true")
+                .body(&call("read_file")),
+        )
+        .await;
+    assert_eq!((a.status, a.reason()), (413, "body_too_large"));
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"read_file","arguments":{{"x":"{}"}}}}}}"#,
+        "a".repeat(70_000)
+    );
+    assert_eq!(h.post(&admin, &big).await.status, 413);
+    // Non-UTF-8 body bytes.
+    let mut raw = Req::new("POST", "/mcp").header("authorization", &format!("Bearer {admin}"));
+    raw.body =
+        b"{\"jsonrpc\":\"2.0\",\"method\":\"tools/call\",\"params\":{\"name\":\"\xff\"}}".to_vec();
+    assert_eq!(h.check(raw).await.status, 400);
+    // Without a token the 401 comes first: discovery never depends on the body.
+    let a = h.check(Req::new("POST", "/mcp").body("not json")).await;
+    assert_eq!(a.status, 401);
+}
+
+#[tokio::test]
+async fn batches_require_every_element() {
+    let mut h = harness().await;
+    let list_only = RSA.mint(&h.claims("files:list"));
+    let batch = format!(
+        "[{},{}]",
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+        call("write_file")
+    );
+    let a = h.post(&list_only, &batch).await;
+    assert_eq!(a.status, 403);
+    assert_eq!(a.json()["scope"], "files:list files:write");
+    let batch = format!("[{},{}]", call("list_files"), call("format_disk"));
+    assert_eq!(
+        h.post(&RSA.mint(&h.claims("files:admin")), &batch)
+            .await
+            .reason(),
+        "tool_denied"
+    );
+}
+
+#[tokio::test]
+async fn mcp_headers_must_agree_with_the_body() {
+    let mut h = harness().await;
+    let t = RSA.mint(&h.claims("files:admin"));
+    let req = |m: &str, n: Option<&str>| {
+        let mut r = Req::new("POST", "/mcp")
+            .header("authorization", &format!("Bearer {t}"))
+            .header("mcp-method", m)
+            .body(&call("read_file"));
+        if let Some(n) = n {
+            r = r.header("mcp-name", n);
+        }
+        r
+    };
+    assert_eq!(
+        h.check(req("tools/call", Some("read_file"))).await.status,
+        200
+    );
+    assert_eq!(
+        h.check(req("tools/call", Some("=?base64?cmVhZF9maWxl?=")))
+            .await
+            .status,
+        200
+    );
+    let a = h.check(req("tools/call", Some("list_files"))).await;
+    assert_eq!((a.status, a.reason()), (400, "mcp_header_mismatch"));
+    let a = h.check(req("tools/list", None)).await;
+    assert_eq!((a.status, a.reason()), (400, "mcp_header_mismatch"));
+    let a = h.check(req("tools/call", Some("=?base64?***?="))).await;
+    assert_eq!((a.status, a.reason()), (400, "mcp_header_malformed"));
+}
+
+#[tokio::test]
+async fn non_post_requests_get_route_scopes_only() {
+    let mut h = harness().await;
+    let list_only = RSA.mint(&h.claims("files:list"));
+    assert_eq!(h.bearer("GET", "/mcp", &list_only).await.status, 200);
+    assert_eq!(h.bearer("DELETE", "/mcp", &list_only).await.status, 200);
+    let none = RSA.mint(&h.claims(""));
+    let a = h.bearer("GET", "/mcp", &none).await;
+    assert_eq!(a.status, 403);
+    assert_eq!(a.json()["scope"], "files:list");
+}
+
+#[test]
+fn seed_example_configs_load() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples");
+    for (file, tool, scope) in [
+        ("file-server.yaml", "read_file", "files:read"),
+        ("database-server.yaml", "drop_table", "db:admin"),
+    ] {
+        let c = mcp_authz::config::Config::from_file(&dir.join(file))
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        let rules = c.resources[0].routes[0].mcp.as_ref().expect("mcp rules");
+        assert_eq!(
+            rules.tools[tool],
+            mcp_authz::config::Rule::Scopes(mcp_authz::scope::Scopes::parse_space(scope)),
+            "{file}"
+        );
+    }
+}

