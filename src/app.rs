@@ -1,7 +1,8 @@
 //! Wiring: build the shared state from a validated config, bind the listeners (port 0 allowed),
-//! start the key refreshers and readiness tracking, and stop it all on request.
+//! start key refreshers, readiness tracking and config reload, and stop it all on request.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::admin::{self, Readiness};
 use crate::authz::{AuthorizationServer, AuthzService};
 use crate::check::Authorizer;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::jwks::JwksManager;
 use crate::metrics::Metrics;
 
@@ -35,18 +36,80 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stop accepting, let in-flight Checks finish (bounded), stop background tasks.
+    /// Stop accepting, report not-serving, let in-flight Checks finish (bounded by `drain`),
+    /// stop background tasks.
     pub async fn shutdown(self, drain: Duration) {
         self.ready.set(false);
         let _ = self.stop.send(true);
         for s in self.servers {
             let abort = s.abort_handle();
             if tokio::time::timeout(drain, s).await.is_err() {
+                tracing::warn!("drain timeout reached; closing remaining streams");
                 abort.abort();
             }
         }
         for b in self.background {
             b.abort();
+        }
+        self.authorizer.jwks.shutdown();
+    }
+
+    /// Load `path`, validate it and swap it in atomically; on any error keep the running
+    /// configuration, log why and count it.
+    pub fn reload(&self, path: &Path) -> Result<(), ConfigError> {
+        reload(&self.authorizer, &self.metrics, path)
+    }
+
+    /// Reload when the file's content changes (polling follows symlinks, so Kubernetes
+    /// ConfigMap volumes, which swap a `..data` symlink, work) and on SIGHUP.
+    pub fn watch_config(&mut self, path: PathBuf, interval: Duration) -> anyhow::Result<()> {
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("installing the SIGHUP handler")?;
+        let authorizer = self.authorizer.clone();
+        let metrics = self.metrics.clone();
+        let mut last = std::fs::read(&path).ok();
+        self.background.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let forced = tokio::select! {
+                    _ = tick.tick() => false,
+                    _ = hup.recv() => true,
+                };
+                let now = tokio::fs::read(&path).await.ok();
+                if forced || (now.is_some() && now != last) {
+                    if forced {
+                        tracing::info!(path = %path.display(), "SIGHUP: reloading configuration");
+                    }
+                    let _ = reload(&authorizer, &metrics, &path);
+                    last = now;
+                }
+            }
+        }));
+        Ok(())
+    }
+}
+
+fn reload(authorizer: &Authorizer, metrics: &Metrics, path: &Path) -> Result<(), ConfigError> {
+    match Config::from_file(path) {
+        Ok(next) => {
+            let current = authorizer.config.load();
+            if next.grpc_addr != current.grpc_addr || next.admin_addr != current.admin_addr {
+                tracing::warn!("listener addresses changed; they take effect after a restart");
+            }
+            if format!("{:?}", next.jwks) != format!("{:?}", current.jwks) {
+                tracing::warn!("jwks settings changed; they take effect after a restart");
+            }
+            authorizer.jwks.update(&next);
+            authorizer.config.store(Arc::new(next));
+            metrics.reload(true);
+            tracing::info!(path = %path.display(), "configuration reloaded");
+            Ok(())
+        }
+        Err(e) => {
+            metrics.reload(false);
+            tracing::error!(path = %path.display(), error = %e, "configuration reload failed; keeping the running configuration");
+            Err(e)
         }
     }
 }
@@ -63,6 +126,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .with_context(|| format!("binding admin listener {}", config.admin_addr))?;
     let grpc_addr = grpc.local_addr()?;
     let admin_addr = admin.local_addr()?;
+    metrics.reload(true);
 
     let authorizer = Arc::new(Authorizer {
         config: ArcSwap::from_pointee(config),
@@ -108,17 +172,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }
     });
 
-    let mut background = jwks.spawn_refresh();
+    jwks.spawn_refresh();
     // Readiness follows the key state: ready once every issuer has usable keys, and back to
     // not-ready if one goes stale. gRPC health and /readyz read the same flag.
-    background.push(tokio::spawn({
+    let readiness = tokio::spawn({
         let ready = ready.clone();
-        let jwks = jwks.clone();
+        let metrics = metrics.clone();
         let mut rx = stop_rx;
         async move {
             let mut was = None;
             loop {
-                let now = jwks.all_ready() && !*rx.borrow();
+                let usable = jwks.usable();
+                for (issuer, ok) in &usable {
+                    metrics.issuer_usable(issuer, *ok);
+                }
+                let now = usable.iter().all(|(_, ok)| *ok) && !*rx.borrow();
                 ready.set(now);
                 if was != Some(now) {
                     if now {
@@ -130,18 +198,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                         health
                             .set_not_serving::<AuthorizationServer<AuthzService>>()
                             .await;
+                        if was.is_some() {
+                            tracing::warn!("not ready: an issuer has no usable keys");
+                        }
                     }
                     was = Some(now);
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                    _ = rx.changed() => {
-                        health.set_not_serving::<AuthorizationServer<AuthzService>>().await;
-                    }
+                    _ = rx.changed() => {}
                 }
             }
         }
-    }));
+    });
     tracing::info!(grpc = %grpc_addr, admin = %admin_addr, "listening");
     Ok(Running {
         grpc_addr,
@@ -151,6 +220,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         ready,
         stop,
         servers: vec![grpc_task, admin_task],
-        background,
+        background: vec![readiness],
     })
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::DecodingKey;
@@ -123,11 +123,14 @@ impl SkipReason {
     }
 }
 
+/// Keys left out of a set: their `kid` (if any) and why.
+pub type Skipped = Vec<(Option<String>, SkipReason)>;
+
 /// An immutable, parsed key set.
 #[derive(Debug)]
 pub struct KeySet {
     pub keys: Vec<Key>,
-    pub skipped: Vec<(Option<String>, SkipReason)>,
+    pub skipped: Skipped,
     /// When these keys were last confirmed by a successful fetch.
     pub confirmed_at: Instant,
     /// Increments on every successful fetch whose keys differ from the previous set.
@@ -173,7 +176,7 @@ struct JwkSetDoc {
 
 /// Parse a JWKS document key by key: an unusable key is skipped and reported, never fatal
 /// for the rest (Hanzo's JWKS carries `kty: "MLDSA"` keys beside its RSA keys).
-pub fn parse_jwks(body: &[u8]) -> Result<(Vec<Key>, Vec<(Option<String>, SkipReason)>), String> {
+pub fn parse_jwks(body: &[u8]) -> Result<(Vec<Key>, Skipped), String> {
     let doc: JwkSetDoc = serde_json::from_slice(body).map_err(|e| e.to_string())?;
     let mut keys = Vec::new();
     let mut skipped = Vec::new();
@@ -341,18 +344,24 @@ impl std::fmt::Debug for IssuerKeys {
     }
 }
 
+type IssuerMap = HashMap<String, Arc<IssuerKeys>>;
+
 /// All issuers' keys plus the HTTP client that fetches them.
 pub struct JwksManager {
-    issuers: HashMap<String, Arc<IssuerKeys>>,
+    /// Replaced whole on reload; read lock-free on the Check path.
+    issuers: ArcSwap<IssuerMap>,
+    /// Refresh loop of each issuer. Touched only at start, reload and shutdown.
+    tasks: Mutex<HashMap<String, tokio::task::AbortHandle>>,
     settings: JwksSettings,
     http: reqwest::Client,
     metrics: Metrics,
+    epoch: Instant,
 }
 
 impl std::fmt::Debug for JwksManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JwksManager")
-            .field("issuers", &self.issuers.keys().collect::<Vec<_>>())
+            .field("issuers", &self.issuer_names())
             .finish()
     }
 }
@@ -387,36 +396,72 @@ impl JwksManager {
                 url: String::new(),
                 message: e.to_string(),
             })?;
-        let epoch = Instant::now();
-        let issuers = config
-            .issuers
-            .iter()
-            .map(|IssuerKeysConfig { issuer, source }| {
-                (
-                    issuer.clone(),
-                    Arc::new(IssuerKeys {
-                        issuer: issuer.clone(),
-                        source: source.clone(),
-                        current: ArcSwapOption::empty(),
-                        discovered_jwks_uri: ArcSwapOption::empty(),
-                        inflight: Mutex::new(None),
-                        last_kid_fetch_ms: AtomicU64::new(u64::MAX),
-                        epoch,
-                    }),
-                )
-            })
-            .collect();
-        Ok(Arc::new(JwksManager {
-            issuers,
+        let manager = JwksManager {
+            issuers: ArcSwap::from_pointee(HashMap::new()),
+            tasks: Mutex::new(HashMap::new()),
             settings,
             http,
             metrics,
-        }))
+            epoch: Instant::now(),
+        };
+        let issuers = config
+            .issuers
+            .iter()
+            .map(|c| (c.issuer.clone(), manager.new_issuer(c)))
+            .collect();
+        manager.issuers.store(Arc::new(issuers));
+        Ok(Arc::new(manager))
+    }
+
+    fn new_issuer(&self, c: &IssuerKeysConfig) -> Arc<IssuerKeys> {
+        Arc::new(IssuerKeys {
+            issuer: c.issuer.clone(),
+            source: c.source.clone(),
+            current: ArcSwapOption::empty(),
+            discovered_jwks_uri: ArcSwapOption::empty(),
+            inflight: Mutex::new(None),
+            last_kid_fetch_ms: AtomicU64::new(u64::MAX),
+            epoch: self.epoch,
+        })
+    }
+
+    /// Adopt a reloaded configuration's issuers: unchanged ones keep their keys and refresh
+    /// loop; new or changed ones start empty and fetch at once; removed ones stop.
+    pub fn update(self: &Arc<Self>, config: &Config) {
+        let old = self.issuers.load_full();
+        let mut next = HashMap::new();
+        for c in &config.issuers {
+            let state = match old.get(&c.issuer) {
+                Some(s) if s.source == c.source => s.clone(),
+                _ => self.new_issuer(c),
+            };
+            next.insert(c.issuer.clone(), state);
+        }
+        {
+            let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+            tasks.retain(|issuer, task| {
+                let keep = matches!((old.get(issuer), next.get(issuer)), (Some(a), Some(b)) if Arc::ptr_eq(a, b));
+                if !keep {
+                    task.abort();
+                }
+                keep
+            });
+        }
+        self.issuers.store(Arc::new(next));
+        self.spawn_refresh();
+    }
+
+    /// Stop every refresh loop.
+    pub fn shutdown(&self) {
+        for (_, t) in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain() {
+            t.abort();
+        }
     }
 
     /// The key set for an issuer, if it may be used now. Lock-free.
     pub fn keys(&self, issuer: &str) -> KeysState {
-        let Some(state) = self.issuers.get(issuer) else {
+        let map = self.issuers.load();
+        let Some(state) = map.get(issuer) else {
             return KeysState::Unavailable;
         };
         match state.current.load_full() {
@@ -427,27 +472,39 @@ impl JwksManager {
         }
     }
 
-    /// True once every issuer has had a usable key set at least once and none has gone stale.
-    pub fn all_ready(&self) -> bool {
-        self.issuers
+    /// Each issuer and whether its keys are usable now.
+    pub fn usable(&self) -> Vec<(String, bool)> {
+        let mut v: Vec<(String, bool)> = self
+            .issuers
+            .load()
             .keys()
-            .all(|i| matches!(self.keys(i), KeysState::Ready(_)))
+            .map(|i| (i.clone(), matches!(self.keys(i), KeysState::Ready(_))))
+            .collect();
+        v.sort();
+        v
     }
 
-    pub fn issuer_names(&self) -> impl Iterator<Item = &str> {
-        self.issuers.keys().map(String::as_str)
+    /// True once every issuer has usable keys (none never loaded, none stale).
+    pub fn all_ready(&self) -> bool {
+        self.usable().iter().all(|(_, ok)| *ok)
+    }
+
+    pub fn issuer_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.issuers.load().keys().cloned().collect();
+        v.sort();
+        v
     }
 
     /// A token named a `kid` this issuer's set lacks: refetch once, shared by every concurrent
     /// caller, at most once per cooldown. Returns the (possibly new) key set, or `None` when no
     /// fetch could be made (cooldown) or it failed.
     pub async fn refetch_for_unknown_kid(self: &Arc<Self>, issuer: &str) -> Option<Arc<KeySet>> {
-        let state = self.issuers.get(issuer)?.clone();
+        let state = self.issuers.load().get(issuer)?.clone();
         let mut rx = {
             let mut slot = state.inflight.lock().unwrap_or_else(|p| p.into_inner());
             match slot.as_ref() {
                 Some(rx) => {
-                    self.metrics.kid_refetch("joined");
+                    self.metrics.kid_refetch(issuer, "joined");
                     rx.clone()
                 }
                 None => {
@@ -455,11 +512,11 @@ impl JwksManager {
                     let last = state.last_kid_fetch_ms.load(Ordering::Relaxed);
                     let cooldown = self.settings.unknown_kid_cooldown.as_millis() as u64;
                     if last != u64::MAX && now_ms.saturating_sub(last) < cooldown {
-                        self.metrics.kid_refetch("rate_limited");
+                        self.metrics.kid_refetch(issuer, "rate_limited");
                         return None;
                     }
                     state.last_kid_fetch_ms.store(now_ms, Ordering::Relaxed);
-                    self.metrics.kid_refetch("started");
+                    self.metrics.kid_refetch(issuer, "started");
                     let (tx, rx) = watch::channel(false);
                     *slot = Some(rx.clone());
                     let this = self.clone();
@@ -482,27 +539,30 @@ impl JwksManager {
         }
     }
 
-    /// Spawn one background refresh loop per issuer.
-    pub fn spawn_refresh(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
-        self.issuers
-            .values()
-            .map(|state| {
-                let this = self.clone();
-                let st = state.clone();
-                tokio::spawn(async move {
-                    loop {
-                        let wait = match this.refresh(&st).await {
-                            Ok(Some(max_age)) => {
-                                max_age.clamp(this.settings.min_refresh, this.settings.max_refresh)
-                            }
-                            Ok(None) => this.settings.refresh,
-                            Err(_) => this.settings.retry,
-                        };
-                        tokio::time::sleep(wait).await;
-                    }
-                })
-            })
-            .collect()
+    /// Start a background refresh loop for every issuer that has none.
+    pub fn spawn_refresh(self: &Arc<Self>) {
+        let map = self.issuers.load_full();
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        for (issuer, state) in map.iter() {
+            if tasks.contains_key(issuer) {
+                continue;
+            }
+            let this = self.clone();
+            let st = state.clone();
+            let task = tokio::spawn(async move {
+                loop {
+                    let wait = match this.refresh(&st).await {
+                        Ok(Some(max_age)) => {
+                            max_age.clamp(this.settings.min_refresh, this.settings.max_refresh)
+                        }
+                        Ok(None) => this.settings.refresh,
+                        Err(_) => this.settings.retry,
+                    };
+                    tokio::time::sleep(wait).await;
+                }
+            });
+            tasks.insert(issuer.clone(), task.abort_handle());
+        }
     }
 
     /// Fetch and install one issuer's keys. Returns the server's `max-age`, if any.
@@ -512,7 +572,7 @@ impl JwksManager {
             self.metrics.jwks_fetch(&st.issuer, "error");
         })?;
         for (kid, reason) in &skipped {
-            tracing::warn!(issuer = %st.issuer, key.kid = kid.as_deref().unwrap_or("-"), reason = reason.label(), "jwks key skipped");
+            tracing::debug!(issuer = %st.issuer, key.kid = kid.as_deref().unwrap_or("-"), reason = reason.label(), "jwks key skipped");
             self.metrics.key_skipped(&st.issuer, reason.label());
         }
         if keys.is_empty() {
@@ -547,18 +607,10 @@ impl JwksManager {
         Ok(max_age)
     }
 
-    #[allow(clippy::type_complexity)]
     async fn fetch_keys(
         &self,
         st: &IssuerKeys,
-    ) -> Result<
-        (
-            Vec<Key>,
-            Vec<(Option<String>, SkipReason)>,
-            Option<Duration>,
-        ),
-        JwksError,
-    > {
+    ) -> Result<(Vec<Key>, Skipped, Option<Duration>), JwksError> {
         let (body, max_age, where_) = match &st.source {
             KeySource::File(path) => {
                 let body = tokio::fs::read(path).await.map_err(|e| JwksError::File {

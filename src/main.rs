@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use mcp_authz::config::{Access, Config, KeySource};
+use mcp_authz::render;
 
 #[derive(Parser)]
 #[command(
@@ -57,6 +58,39 @@ enum Command {
         /// Configuration file (YAML).
         config: PathBuf,
     },
+    /// Print configuration derived from the same file: an Envoy bootstrap or a PRM document.
+    Render {
+        #[command(subcommand)]
+        what: RenderWhat,
+    },
+}
+
+#[derive(Subcommand)]
+enum RenderWhat {
+    /// A complete Envoy v3 bootstrap: PRM by direct_response, ext_authz, path hardening, CORS.
+    Envoy {
+        /// Configuration file (YAML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Override `envoy.listen`.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Override `envoy.authz_address` (host:port of mcp-authz as Envoy reaches it).
+        #[arg(long)]
+        authz_address: Option<String>,
+        /// Override a resource's upstream: `ID=host:port` (repeatable).
+        #[arg(long = "upstream", value_name = "ID=HOST:PORT")]
+        upstreams: Vec<String>,
+    },
+    /// The RFC 9728 Protected Resource Metadata JSON, byte for byte what Envoy serves.
+    Prm {
+        /// Configuration file (YAML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Resource id (default: the only resource).
+        #[arg(long)]
+        resource: Option<String>,
+    },
 }
 
 fn init_tracing(format: LogFormat) {
@@ -87,6 +121,7 @@ fn main() -> ExitCode {
             Duration::from_secs(drain_seconds),
         ),
         Command::CheckConfig { config } => check_config(&config),
+        Command::Render { what } => render(what),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -114,7 +149,8 @@ fn serve(
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let running = mcp_authz::app::start(config).await?;
+        let mut running = mcp_authz::app::start(config).await?;
+        running.watch_config(path.clone(), Duration::from_secs(2))?;
         wait_for_signal().await?;
         tracing::info!("shutting down");
         running.shutdown(drain).await;
@@ -133,7 +169,63 @@ async fn wait_for_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn check_config(path: &PathBuf) -> anyhow::Result<()> {
+fn host_port(s: &str) -> anyhow::Result<(String, u16)> {
+    let (h, p) = s
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow::anyhow!("{s:?} is not host:port"))?;
+    let port: u16 = p
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{s:?} has no valid port"))?;
+    anyhow::ensure!(!h.is_empty() && port != 0, "{s:?} is not host:port");
+    Ok((
+        h.trim_start_matches('[').trim_end_matches(']').to_owned(),
+        port,
+    ))
+}
+
+fn render(what: RenderWhat) -> anyhow::Result<()> {
+    match what {
+        RenderWhat::Envoy {
+            config,
+            listen,
+            authz_address,
+            upstreams,
+        } => {
+            let c = Config::from_file(&config)?;
+            let mut opts = render::EnvoyOptions {
+                listen,
+                authz_address: authz_address.as_deref().map(host_port).transpose()?,
+                upstreams: vec![],
+            };
+            for u in upstreams {
+                let (id, addr) = u
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("--upstream {u:?}: expected ID=HOST:PORT"))?;
+                anyhow::ensure!(
+                    c.resource(id).is_some(),
+                    "--upstream {u:?}: no resource with id {id:?}"
+                );
+                opts.upstreams.push((id.to_owned(), host_port(addr)?));
+            }
+            print!("{}", render::envoy_bootstrap(&c, &opts)?);
+        }
+        RenderWhat::Prm { config, resource } => {
+            let c = Config::from_file(&config)?;
+            let r = match resource {
+                Some(id) => c
+                    .resource(&id)
+                    .ok_or_else(|| anyhow::anyhow!("no resource with id {id:?}"))?,
+                None if c.resources.len() == 1 => &c.resources[0],
+                None => anyhow::bail!("the config has several resources; name one with --resource"),
+            };
+            // Exactly the bytes Envoy serves (no trailing newline).
+            print!("{}", render::prm_json(r));
+        }
+    }
+    Ok(())
+}
+
+fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     let c = Config::from_file(path)?;
     println!("config OK: {}", path.display());
     println!("  grpc listener:  {}", c.grpc_addr);

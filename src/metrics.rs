@@ -1,12 +1,15 @@
-//! Prometheus metrics: one registry, every metric defined here, low-cardinality labels only
-//! (never subject, token or raw path).
+//! Prometheus metrics: one registry, every metric defined here, base units, low-cardinality
+//! labels only (`decision`, `reason`, `resource`, `issuer`, `result` — never subject, token or
+//! raw path).
 
 use std::sync::Arc;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
+/// Cheap to clone; all clones share one registry.
 #[derive(Clone)]
 pub struct Metrics(Arc<Inner>);
 
@@ -18,6 +21,13 @@ struct Inner {
     keys_loaded: IntGaugeVec,
     keys_skipped: IntCounterVec,
     kid_refetches: IntCounterVec,
+    keys_last_success: GaugeVec,
+    issuer_ready: IntGaugeVec,
+    reloads: IntCounterVec,
+    config_last_reload: Gauge,
+    body_inspections: IntCounterVec,
+    token_cache: IntCounterVec,
+    token_cache_entries: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -32,69 +42,124 @@ impl Default for Metrics {
     }
 }
 
+fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
-        let checks = IntCounterVec::new(
-            Opts::new(
-                "mcp_authz_checks_total",
-                "Check decisions by decision, reason and resource.",
-            ),
+        let checks = counter(
+            "mcp_authz_checks_total",
+            "Check decisions by decision (allow, deny), reason and resource.",
             &["decision", "reason", "resource"],
-        )
-        .expect("valid metric");
+        );
+        // Sub-millisecond buckets: a cached decision takes microseconds.
         let check_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "mcp_authz_check_duration_seconds",
                 "Time to decide one Check.",
             )
             .buckets(vec![
-                0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01,
-                0.025, 0.05, 0.1, 0.25, 1.0,
+                0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005,
+                0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
             ]),
             &["decision"],
         )
         .expect("valid metric");
-        let jwks_fetches = IntCounterVec::new(
-            Opts::new(
-                "mcp_authz_jwks_fetches_total",
-                "JWKS fetches by issuer and result.",
-            ),
+        let jwks_fetches = counter(
+            "mcp_authz_jwks_fetches_total",
+            "JWKS fetches by issuer and result (ok, error, no_usable_keys).",
             &["issuer", "result"],
-        )
-        .expect("valid metric");
+        );
         let keys_loaded = IntGaugeVec::new(
             Opts::new(
                 "mcp_authz_jwks_keys",
-                "Usable signing keys currently loaded per issuer.",
+                "Usable signing keys in the current key set, per issuer.",
             ),
             &["issuer"],
         )
         .expect("valid metric");
-        let keys_skipped = IntCounterVec::new(
-            Opts::new(
-                "mcp_authz_jwks_keys_skipped_total",
-                "JWKS keys skipped while parsing, by issuer and reason.",
-            ),
+        let keys_skipped = counter(
+            "mcp_authz_jwks_keys_skipped_total",
+            "JWKS keys skipped while parsing a fetched set, by issuer and reason.",
             &["issuer", "reason"],
-        )
-        .expect("valid metric");
-        let kid_refetches = IntCounterVec::new(
+        );
+        let kid_refetches = counter(
+            "mcp_authz_jwks_unknown_kid_refetches_total",
+            "Unknown-kid refetch requests by issuer and result (started, joined, rate_limited).",
+            &["issuer", "result"],
+        );
+        let keys_last_success = GaugeVec::new(
             Opts::new(
-                "mcp_authz_jwks_unknown_kid_refetches_total",
-                "Refetches triggered by an unknown kid, by result (started, joined, rate_limited).",
+                "mcp_authz_jwks_last_success_timestamp_seconds",
+                "Unix time of the last successful JWKS fetch, per issuer (key set age = time() - this).",
             ),
-            &["result"],
+            &["issuer"],
         )
         .expect("valid metric");
-        for c in [
-            Box::new(checks.clone()) as Box<dyn prometheus::core::Collector>,
+        let issuer_ready = IntGaugeVec::new(
+            Opts::new(
+                "mcp_authz_issuer_keys_usable",
+                "1 when the issuer has a key set young enough to use, else 0.",
+            ),
+            &["issuer"],
+        )
+        .expect("valid metric");
+        let reloads = counter(
+            "mcp_authz_config_reloads_total",
+            "Configuration reloads by result (ok, error).",
+            &["result"],
+        );
+        let config_last_reload = Gauge::new(
+            "mcp_authz_config_last_reload_success_timestamp_seconds",
+            "Unix time the running configuration was loaded.",
+        )
+        .expect("valid metric");
+        let body_inspections = counter(
+            "mcp_authz_body_inspections_total",
+            "JSON-RPC body inspections by result (ok, or the body denial reason).",
+            &["result"],
+        );
+        let token_cache = counter(
+            "mcp_authz_token_cache_requests_total",
+            "Verified-token cache lookups and evictions by result (hit, miss, eviction).",
+            &["result"],
+        );
+        let token_cache_entries = IntGauge::new(
+            "mcp_authz_token_cache_entries",
+            "Tokens in the verified-token cache.",
+        )
+        .expect("valid metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "mcp_authz_build_info",
+                "Build information; the value is always 1.",
+            ),
+            &["version"],
+        )
+        .expect("valid metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(checks.clone()),
             Box::new(check_seconds.clone()),
             Box::new(jwks_fetches.clone()),
             Box::new(keys_loaded.clone()),
             Box::new(keys_skipped.clone()),
             Box::new(kid_refetches.clone()),
-        ] {
+            Box::new(keys_last_success.clone()),
+            Box::new(issuer_ready.clone()),
+            Box::new(reloads.clone()),
+            Box::new(config_last_reload.clone()),
+            Box::new(body_inspections.clone()),
+            Box::new(token_cache.clone()),
+            Box::new(token_cache_entries.clone()),
+            Box::new(build_info),
+            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
+        ];
+        for c in collectors {
             registry.register(c).expect("unique metric");
         }
         Metrics(Arc::new(Inner {
@@ -105,6 +170,13 @@ impl Metrics {
             keys_loaded,
             keys_skipped,
             kid_refetches,
+            keys_last_success,
+            issuer_ready,
+            reloads,
+            config_last_reload,
+            body_inspections,
+            token_cache,
+            token_cache_entries,
         }))
     }
 
@@ -124,6 +196,12 @@ impl Metrics {
             .jwks_fetches
             .with_label_values(&[issuer, result])
             .inc();
+        if result == "ok" {
+            self.0
+                .keys_last_success
+                .with_label_values(&[issuer])
+                .set(unix_now());
+        }
     }
 
     pub fn keys_loaded(&self, issuer: &str, n: usize) {
@@ -140,8 +218,40 @@ impl Metrics {
             .inc();
     }
 
-    pub fn kid_refetch(&self, result: &str) {
-        self.0.kid_refetches.with_label_values(&[result]).inc();
+    pub fn kid_refetch(&self, issuer: &str, result: &str) {
+        self.0
+            .kid_refetches
+            .with_label_values(&[issuer, result])
+            .inc();
+    }
+
+    pub fn issuer_usable(&self, issuer: &str, usable: bool) {
+        self.0
+            .issuer_ready
+            .with_label_values(&[issuer])
+            .set(i64::from(usable));
+    }
+
+    pub fn reload(&self, ok: bool) {
+        self.0
+            .reloads
+            .with_label_values(&[if ok { "ok" } else { "error" }])
+            .inc();
+        if ok {
+            self.0.config_last_reload.set(unix_now());
+        }
+    }
+
+    pub fn body_inspection(&self, result: &str) {
+        self.0.body_inspections.with_label_values(&[result]).inc();
+    }
+
+    pub fn token_cache(&self, result: &str) {
+        self.0.token_cache.with_label_values(&[result]).inc();
+    }
+
+    pub fn token_cache_entries(&self, n: usize) {
+        self.0.token_cache_entries.set(n as i64);
     }
 
     /// Prometheus text exposition of every metric.
@@ -153,7 +263,7 @@ impl Metrics {
         String::from_utf8(buf).expect("exposition is UTF-8")
     }
 
-    /// Current value of a counter, for tests.
+    /// Sum of a counter's series matching `labels`, for tests and `explain`.
     pub fn counter(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
         self.0
             .registry
@@ -171,4 +281,11 @@ impl Metrics {
             .map(|m| m.get_counter().value() as u64)
             .sum()
     }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
