@@ -66,6 +66,7 @@ impl Denied {
             target: None,
             scope: None,
             principal: None,
+            inspection: None,
         }
     }
 }
@@ -235,39 +236,76 @@ impl AuthzService {
         }
     }
 
-    /// One metric update and one access event per Check. Tokens are never logged.
+    /// One metric update and one access event per Check, plus an audit event per denial.
+    /// Tokens, and the raw path (it may carry `?access_token=`), are never logged.
     fn record(&self, decision: &Decision, request_id: &str, input: &CheckInput, started: Instant) {
         let elapsed = started.elapsed();
         let (d, reason) = decision.label();
         self.metrics
             .check(d, reason, decision.resource(), elapsed.as_secs_f64());
+        if let Some(result) = decision.inspection() {
+            self.metrics.body_inspection(result);
+        }
         let micros = elapsed.as_micros() as u64;
+        let sub = |p: Option<&crate::token::Principal>| {
+            p.and_then(|p| p.subject.as_deref())
+                .unwrap_or("-")
+                .to_owned()
+        };
+        let client = |p: Option<&crate::token::Principal>| {
+            p.and_then(|p| p.client_id.as_deref())
+                .unwrap_or("-")
+                .to_owned()
+        };
         match decision {
+            // Allows are debug so a busy mesh does not log every request; enable them with
+            // RUST_LOG=info,mcp_authz::access=debug.
             Decision::Allow(a) => tracing::debug!(
+                target: "mcp_authz::access",
+                decision = d,
                 request.id = request_id,
                 request.method = %input.method,
                 resource = %a.resource,
                 route = %a.route,
-                decision = d,
-                token.sub = a.principal.as_ref().and_then(|p| p.subject.as_deref()).unwrap_or("-"),
-                token.client_id = a.principal.as_ref().and_then(|p| p.client_id.as_deref()).unwrap_or("-"),
-                duration_us = micros,
-                "check"
-            ),
-            Decision::Deny(x) => tracing::info!(
-                request.id = request_id,
-                request.method = %input.method,
-                resource = x.resource.as_deref().unwrap_or("-"),
-                route = x.route.as_deref().unwrap_or("-"),
-                decision = d,
                 reason,
-                status = x.reason.shape().status,
-                scope = x.scope.as_deref().unwrap_or("-"),
-                token.sub = x.principal.as_ref().and_then(|p| p.subject.as_deref()).unwrap_or("-"),
-                token.client_id = x.principal.as_ref().and_then(|p| p.client_id.as_deref()).unwrap_or("-"),
+                token.sub = %sub(a.principal.as_ref()),
+                token.client_id = %client(a.principal.as_ref()),
                 duration_us = micros,
                 "check"
             ),
+            Decision::Deny(x) => {
+                let status = x.reason.shape().status;
+                tracing::info!(
+                    target: "mcp_authz::access",
+                    decision = d,
+                    request.id = request_id,
+                    request.method = %input.method,
+                    resource = x.resource.as_deref().unwrap_or("-"),
+                    route = x.route.as_deref().unwrap_or("-"),
+                    reason,
+                    status,
+                    token.sub = %sub(x.principal.as_ref()),
+                    token.client_id = %client(x.principal.as_ref()),
+                    duration_us = micros,
+                    "check"
+                );
+                // Seed guide: "log authorization failures for security auditing". A step-up is
+                // an elevation request: who, which client, and which scopes were challenged.
+                tracing::info!(
+                    target: "mcp_authz::audit",
+                    reason,
+                    request.id = request_id,
+                    resource = x.resource.as_deref().unwrap_or("-"),
+                    route = x.route.as_deref().unwrap_or("-"),
+                    status,
+                    step_up = x.reason == DenyReason::InsufficientScope,
+                    scope = x.scope.as_deref().unwrap_or("-"),
+                    token.sub = %sub(x.principal.as_ref()),
+                    token.client_id = %client(x.principal.as_ref()),
+                    token.scope = %x.principal.as_ref().map(|p| p.scopes.joined()).unwrap_or_default(),
+                    "denied"
+                );
+            }
         }
     }
 }

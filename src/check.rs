@@ -48,6 +48,8 @@ pub struct Allowed {
     pub route: String,
     /// `None` on public routes.
     pub principal: Option<Principal>,
+    /// `Some("ok")` when a JSON-RPC body was inspected.
+    pub inspection: Option<&'static str>,
 }
 
 #[derive(Debug, Clone)]
@@ -61,6 +63,8 @@ pub struct Denied {
     pub scope: Option<String>,
     /// Set when a valid token was refused for lack of scope (audit).
     pub principal: Option<Principal>,
+    /// The body inspection outcome (`ok` or the body reason label), when one ran.
+    pub inspection: Option<&'static str>,
 }
 
 impl Decision {
@@ -68,6 +72,13 @@ impl Decision {
         match self {
             Decision::Allow(_) => ("allow", "ok"),
             Decision::Deny(d) => ("deny", d.reason.shape().label),
+        }
+    }
+
+    pub fn inspection(&self) -> Option<&'static str> {
+        match self {
+            Decision::Allow(a) => a.inspection,
+            Decision::Deny(d) => d.inspection,
         }
     }
 
@@ -97,6 +108,7 @@ impl Authorizer {
                 target: resource.map(target),
                 scope: None,
                 principal: None,
+                inspection: None,
             })
         };
         let method = input.method.to_ascii_uppercase();
@@ -117,6 +129,7 @@ impl Authorizer {
                 resource: resource.id.clone(),
                 route: route.to_owned(),
                 principal: None,
+                inspection: None,
             })
         };
         let preflight = method == "OPTIONS"
@@ -131,7 +144,7 @@ impl Authorizer {
                 Requirement::Deny => return deny(DenyReason::NoRoute, Some(resource)),
                 Requirement::Scopes { route, scopes, mcp } => (route, scopes, mcp),
             };
-        let denied = |reason, scope: Option<String>, principal: Option<Principal>| {
+        let denied = |reason, scope: Option<String>, principal: Option<Principal>, inspection| {
             Decision::Deny(Denied {
                 reason,
                 resource: Some(resource.id.clone()),
@@ -139,6 +152,7 @@ impl Authorizer {
                 target: Some(target(resource)),
                 scope,
                 principal,
+                inspection,
             })
         };
         let token = match bearer_token(input) {
@@ -146,37 +160,50 @@ impl Authorizer {
             Err(DenyReason::NoCredentials) => {
                 // MCP 2025-11-25: the 401 SHOULD name the scopes this request needs.
                 let scope = (!baseline.is_empty()).then(|| baseline.joined());
-                return denied(DenyReason::NoCredentials, scope, None);
+                return denied(DenyReason::NoCredentials, scope, None, None);
             }
-            Err(reason) => return denied(reason, None, None),
+            Err(reason) => return denied(reason, None, None, None),
         };
         let principal =
             match token::validate(token, resource, &self.jwks, now, config.max_token_bytes).await {
                 Ok(p) => p,
-                Err(e) => return denied(DenyReason::Token(e), None, None),
+                Err(e) => return denied(DenyReason::Token(e), None, None, None),
             };
         // MCP-aware rules read the JSON-RPC body of POSTs (seed Part 2 Step 4: each tool checks
         // its scopes); GET streams and DELETE get the route's scopes only.
         let mut required = baseline.clone();
+        let mut inspection = None;
         if let Some(rules) = mcp_rules.filter(|_| method == "POST") {
             let calls = match inspect_body(input, &config) {
                 Ok(c) => c,
-                Err(e) => return denied(DenyReason::Body(e), None, Some(principal)),
+                Err(e) => {
+                    let reason = DenyReason::Body(e);
+                    return denied(reason, None, Some(principal), Some(reason.shape().label));
+                }
             };
+            inspection = Some("ok");
             match policy::mcp_requirement(rules, &calls) {
                 Ok(extra) => required.extend(extra.iter().map(str::to_owned)),
-                Err(d) => return denied(DenyReason::McpDenied(d), None, Some(principal)),
+                Err(d) => {
+                    return denied(DenyReason::McpDenied(d), None, Some(principal), inspection);
+                }
             }
         }
         let granted = expand_scopes(resource, &principal.scopes);
         if required.iter().any(|s| !granted.contains(s)) {
             let scope = step_up_scope(resource, &principal.scopes, &required);
-            return denied(DenyReason::InsufficientScope, Some(scope), Some(principal));
+            return denied(
+                DenyReason::InsufficientScope,
+                Some(scope),
+                Some(principal),
+                inspection,
+            );
         }
         Decision::Allow(Allowed {
             resource: resource.id.clone(),
             route: route.to_owned(),
             principal: Some(principal),
+            inspection,
         })
     }
 }
