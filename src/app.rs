@@ -15,6 +15,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::admin::{self, Readiness};
 use crate::authz::{AuthorizationServer, AuthzService};
+use crate::cache::TokenCache;
 use crate::check::Authorizer;
 use crate::config::{Config, ConfigError};
 use crate::jwks::JwksManager;
@@ -100,8 +101,15 @@ fn reload(authorizer: &Authorizer, metrics: &Metrics, path: &Path) -> Result<(),
             if format!("{:?}", next.jwks) != format!("{:?}", current.jwks) {
                 tracing::warn!("jwks settings changed; they take effect after a restart");
             }
+            if next.token_cache_entries != current.token_cache_entries {
+                tracing::warn!(
+                    "limits.token_cache_entries changed; it takes effect after a restart"
+                );
+            }
             authorizer.jwks.update(&next);
             authorizer.config.store(Arc::new(next));
+            // Issuers, audiences or leeway may have changed: re-verify every token once.
+            authorizer.cache.clear();
             metrics.reload(true);
             tracing::info!(path = %path.display(), "configuration reloaded");
             Ok(())
@@ -128,9 +136,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let admin_addr = admin.local_addr()?;
     metrics.reload(true);
 
+    let cache = TokenCache::new(config.token_cache_entries, metrics.clone());
     let authorizer = Arc::new(Authorizer {
         config: ArcSwap::from_pointee(config),
         jwks: jwks.clone(),
+        cache,
     });
     let ready = Arc::new(Readiness::default());
     let (stop, stop_rx) = watch::channel(false);
@@ -211,6 +221,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             }
         }
     });
+    let sweeper = tokio::spawn({
+        let authorizer = authorizer.clone();
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                authorizer.cache.sweep(unix_now());
+            }
+        }
+    });
     tracing::info!(grpc = %grpc_addr, admin = %admin_addr, "listening");
     Ok(Running {
         grpc_addr,
@@ -220,6 +239,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         ready,
         stop,
         servers: vec![grpc_task, admin_task],
-        background: vec![readiness],
+        background: vec![readiness, sweeper],
     })
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

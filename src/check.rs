@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::cache::TokenCache;
 use crate::challenge::{ChallengeTarget, DenyReason};
 use crate::config::{Config, IdentityHeaders, Resource, StepUpStrategy, expand_scopes};
 use crate::jwks::JwksManager;
@@ -94,6 +95,7 @@ impl Decision {
 pub struct Authorizer {
     pub config: ArcSwap<Config>,
     pub jwks: Arc<JwksManager>,
+    pub cache: TokenCache,
 }
 
 impl Authorizer {
@@ -164,11 +166,25 @@ impl Authorizer {
             }
             Err(reason) => return denied(reason, None, None, None),
         };
-        let principal =
-            match token::validate(token, resource, &self.jwks, now, config.max_token_bytes).await {
-                Ok(p) => p,
+        let cache_key = TokenCache::key(&resource.id, token);
+        let principal = match self.cache.get(&cache_key, now, &self.jwks) {
+            Some(p) => p,
+            None => match token::validate(token, resource, &self.jwks, now, config.max_token_bytes)
+                .await
+            {
+                Ok(v) => {
+                    self.cache.insert(
+                        cache_key,
+                        v.principal.clone(),
+                        v.key_generation,
+                        v.expires_at,
+                        now,
+                    );
+                    v.principal
+                }
                 Err(e) => return denied(DenyReason::Token(e), None, None, None),
-            };
+            },
+        };
         // MCP-aware rules read the JSON-RPC body of POSTs (seed Part 2 Step 4: each tool checks
         // its scopes); GET streams and DELETE get the route's scopes only.
         let mut required = baseline.clone();

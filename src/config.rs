@@ -262,6 +262,9 @@ pub struct RawLimits {
     /// Deepest JSON nesting accepted in an inspected body (default 64).
     #[serde(default = "d64")]
     pub max_json_depth: usize,
+    /// Verified tokens remembered (by SHA-256) to skip signature checks; 0 disables (default 50000).
+    #[serde(default = "d50000")]
+    pub token_cache_entries: usize,
 }
 
 impl Default for RawLimits {
@@ -275,6 +278,9 @@ fn d65536_usize() -> usize {
 }
 fn d64() -> usize {
     64
+}
+fn d50000() -> usize {
+    50_000
 }
 
 fn d8192() -> usize {
@@ -439,6 +445,7 @@ pub struct Config {
     pub max_token_bytes: usize,
     pub max_body_bytes: usize,
     pub max_json_depth: usize,
+    pub token_cache_entries: usize,
     pub resources: Vec<Resource>,
     /// Every distinct issuer, with where its keys come from.
     pub issuers: Vec<IssuerKeysConfig>,
@@ -747,6 +754,7 @@ impl TryFrom<RawConfig> for Config {
             max_token_bytes: raw.limits.max_token_bytes,
             max_body_bytes: raw.limits.max_body_bytes,
             max_json_depth: raw.limits.max_json_depth,
+            token_cache_entries: raw.limits.token_cache_entries,
             resources,
             issuers,
             envoy,

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod app;
 pub mod authz;
+pub mod cache;
 pub mod challenge;
 pub mod check;
 pub mod config;

@@ -168,6 +168,16 @@ fn verify_with(set: &KeySet, p: &Parsed<'_>, alg: Alg) -> Option<bool> {
     any.then_some(false)
 }
 
+/// A token that passed every check, with what the cache needs to reuse the result safely.
+#[derive(Debug, Clone)]
+pub struct Validated {
+    pub principal: Principal,
+    /// Generation of the key set whose key verified the signature.
+    pub key_generation: u64,
+    /// First second at which the token counts as expired (`exp` + leeway).
+    pub expires_at: u64,
+}
+
 /// Validate `token` for `resource`. `now` is seconds since the epoch.
 pub async fn validate(
     token: &str,
@@ -175,7 +185,7 @@ pub async fn validate(
     jwks: &Arc<JwksManager>,
     now: u64,
     max_len: usize,
-) -> Result<Principal, TokenError> {
+) -> Result<Validated, TokenError> {
     let p = parse(token, max_len)?;
     let iss = p.claims.iss.as_deref().ok_or(TokenError::UnknownIssuer)?;
     let trusted = resource
@@ -193,8 +203,8 @@ pub async fn validate(
         KeysState::Ready(set) => set,
         KeysState::Unavailable => return Err(TokenError::NoKeys),
     };
-    let verified = match verify_with(&set, &p, alg) {
-        Some(v) => v,
+    let (verified, key_generation) = match verify_with(&set, &p, alg) {
+        Some(v) => (v, set.generation),
         None => {
             // No key with this kid: the issuer may have rotated. One shared, rate-limited refetch.
             let kid_unknown = p.header.kid.as_deref().is_some_and(|k| !set.knows_kid(k));
@@ -203,7 +213,7 @@ pub async fn validate(
             } else {
                 None
             };
-            match fresh.and_then(|s| verify_with(&s, &p, alg)) {
+            match fresh.and_then(|s| verify_with(&s, &p, alg).map(|v| (v, s.generation))) {
                 Some(v) => v,
                 None => return Err(TokenError::UnknownKid),
             }
@@ -212,7 +222,15 @@ pub async fn validate(
     if !verified {
         return Err(TokenError::BadSignature);
     }
-    check_claims(&p.claims, trusted, resource, now)
+    let principal = check_claims(&p.claims, trusted, resource, now)?;
+    let expires_at = principal
+        .expires_at
+        .saturating_add(trusted.leeway.as_secs());
+    Ok(Validated {
+        principal,
+        key_generation,
+        expires_at,
+    })
 }
 
 /// RFC 9068 §2.1 names `at+jwt`; plain `JWT` or no `typ` is what most issuers (Casdoor) send.
