@@ -107,6 +107,8 @@ fn reload(authorizer: &Authorizer, metrics: &Metrics, path: &Path) -> Result<(),
                 );
             }
             authorizer.jwks.update(&next);
+            let ids: Vec<&str> = next.resources.iter().map(|r| r.id.as_str()).collect();
+            metrics.init_series(&ids, &authorizer.jwks.issuer_names());
             authorizer.config.store(Arc::new(next));
             // Issuers, audiences or leeway may have changed: re-verify every token once.
             authorizer.cache.clear();
@@ -135,6 +137,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let grpc_addr = grpc.local_addr()?;
     let admin_addr = admin.local_addr()?;
     metrics.reload(true);
+    let resource_ids: Vec<&str> = config.resources.iter().map(|r| r.id.as_str()).collect();
+    metrics.init_series(&resource_ids, &jwks.issuer_names());
 
     let cache = TokenCache::new(config.token_cache_entries, metrics.clone());
     let authorizer = Arc::new(Authorizer {

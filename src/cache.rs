@@ -101,7 +101,7 @@ impl TokenCache {
             }
             for k in victims {
                 if map.remove(&k).is_some() {
-                    self.metrics.token_cache("eviction");
+                    self.metrics.token_cache_eviction();
                 }
             }
         }

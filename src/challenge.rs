@@ -32,6 +32,13 @@ pub enum DenyReason {
     Internal,
 }
 
+impl std::fmt::Display for DenyReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.shape();
+        write!(f, "{}: {}", s.label, s.description)
+    }
+}
+
 /// What a denial looks like on the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DenyShape {

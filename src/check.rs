@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 use crate::cache::TokenCache;
 use crate::challenge::{ChallengeTarget, DenyReason};
 use crate::config::{Config, IdentityHeaders, Resource, StepUpStrategy, expand_scopes};
+use crate::explain::Trace;
 use crate::jwks::JwksManager;
 use crate::mcp::{self, BodyError, Call};
 use crate::policy::{self, Requirement};
@@ -101,6 +102,12 @@ pub struct Authorizer {
 impl Authorizer {
     /// Decide one request. `now` is seconds since the epoch.
     pub async fn decide(&self, input: &CheckInput, now: u64) -> Decision {
+        self.decide_traced(input, now, &mut Trace::off()).await
+    }
+
+    /// [`Authorizer::decide`], recording each step (for `mcp-authz explain`). With tracing on
+    /// the token cache is bypassed so every validation step really runs.
+    pub async fn decide_traced(&self, input: &CheckInput, now: u64, trace: &mut Trace) -> Decision {
         let config = self.config.load_full();
         let deny = |reason, resource: Option<&Resource>| {
             Decision::Deny(Denied {
@@ -115,17 +122,26 @@ impl Authorizer {
         };
         let method = input.method.to_ascii_uppercase();
         let host = policy::authority_host(&input.host);
-        let Ok(path) = policy::normalize_path(&input.path) else {
+        let Ok(path) = trace.check("path", policy::normalize_path(&input.path), |p| {
+            format!("{p} (normalized)")
+        }) else {
             return deny(DenyReason::BadPath, None);
         };
-        let resource =
-            match policy::select_resource(&config, &input.context_extensions, &host, &path) {
-                Ok(r) => r,
-                Err(policy::ResourceMiss::UnknownId) => {
-                    return deny(DenyReason::UnknownResource, None);
-                }
-                Err(policy::ResourceMiss::NoMatch) => return deny(DenyReason::NoRoute, None),
-            };
+        let selected = policy::select_resource(&config, &input.context_extensions, &host, &path);
+        let resource = match selected {
+            Ok(r) => {
+                trace.ok("resource", || format!("{} ({})", r.id, r.uri));
+                r
+            }
+            Err(miss) => {
+                trace.fail("resource", &format!("{miss:?}"));
+                let reason = match miss {
+                    policy::ResourceMiss::UnknownId => DenyReason::UnknownResource,
+                    policy::ResourceMiss::NoMatch => DenyReason::NoRoute,
+                };
+                return deny(reason, None);
+            }
+        };
         let allow_public = |route: &str| {
             Decision::Allow(Allowed {
                 resource: resource.id.clone(),
@@ -138,13 +154,35 @@ impl Authorizer {
             && input.header("origin").is_some()
             && input.header("access-control-request-method").is_some();
         if policy::is_always_public(resource, &method, &path, preflight) {
+            trace.ok("route", || {
+                "PRM well-known path or CORS preflight: public".into()
+            });
             return allow_public("well-known");
         }
         let (route, baseline, mcp_rules) =
             match policy::match_route(resource, &host, &method, &path) {
-                Requirement::Public { route } => return allow_public(route),
-                Requirement::Deny => return deny(DenyReason::NoRoute, Some(resource)),
-                Requirement::Scopes { route, scopes, mcp } => (route, scopes, mcp),
+                Requirement::Public { route } => {
+                    trace.ok("route", || format!("{route}: public"));
+                    return allow_public(route);
+                }
+                Requirement::Deny => {
+                    trace.fail(
+                        "route",
+                        &"no route matches and the resource default is deny",
+                    );
+                    return deny(DenyReason::NoRoute, Some(resource));
+                }
+                Requirement::Scopes { route, scopes, mcp } => {
+                    trace.ok("route", || {
+                        let rules = if mcp.is_some() {
+                            "; MCP rules for POST bodies"
+                        } else {
+                            ""
+                        };
+                        format!("{route}: scopes [{}]{rules}", scopes.joined())
+                    });
+                    (route, scopes, mcp)
+                }
             };
         let denied = |reason, scope: Option<String>, principal: Option<Principal>, inspection| {
             Decision::Deny(Denied {
@@ -157,7 +195,9 @@ impl Authorizer {
                 inspection,
             })
         };
-        let token = match bearer_token(input) {
+        let token = match trace.check("credentials", bearer_token(input), |t| {
+            format!("Bearer token, {} bytes", t.len())
+        }) {
             Ok(t) => t,
             Err(DenyReason::NoCredentials) => {
                 // MCP 2025-11-25: the 401 SHOULD name the scopes this request needs.
@@ -167,9 +207,15 @@ impl Authorizer {
             Err(reason) => return denied(reason, None, None, None),
         };
         let cache_key = TokenCache::key(&resource.id, token);
-        let principal = match self.cache.get(&cache_key, now, &self.jwks) {
+        let cached = if trace.enabled() {
+            None
+        } else {
+            self.cache.get(&cache_key, now, &self.jwks)
+        };
+        let principal = match cached {
             Some(p) => p,
-            None => match token::validate(token, resource, &self.jwks, now, config.max_token_bytes)
+            None => match self
+                .validate(token, resource, now, config.max_token_bytes, trace)
                 .await
             {
                 Ok(v) => {
@@ -190,7 +236,22 @@ impl Authorizer {
         let mut required = baseline.clone();
         let mut inspection = None;
         if let Some(rules) = mcp_rules.filter(|_| method == "POST") {
-            let calls = match inspect_body(input, &config) {
+            let calls = trace.check("body", inspect_body(input, &config), |calls| {
+                let parts: Vec<String> = calls
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "{} {}",
+                            c.method.as_deref().unwrap_or("(response)"),
+                            c.target().unwrap_or("")
+                        )
+                        .trim()
+                        .to_owned()
+                    })
+                    .collect();
+                format!("JSON-RPC: {}", parts.join(", "))
+            });
+            let calls = match calls {
                 Ok(c) => c,
                 Err(e) => {
                     let reason = DenyReason::Body(e);
@@ -198,7 +259,9 @@ impl Authorizer {
                 }
             };
             inspection = Some("ok");
-            match policy::mcp_requirement(rules, &calls) {
+            match trace.check("mcp rules", policy::mcp_requirement(rules, &calls), |x| {
+                format!("add [{}]", x.joined())
+            }) {
                 Ok(extra) => required.extend(extra.iter().map(str::to_owned)),
                 Err(d) => {
                     return denied(DenyReason::McpDenied(d), None, Some(principal), inspection);
@@ -206,7 +269,23 @@ impl Authorizer {
             }
         }
         let granted = expand_scopes(resource, &principal.scopes);
-        if required.iter().any(|s| !granted.contains(s)) {
+        let missing: Vec<&str> = required.iter().filter(|s| !granted.contains(*s)).collect();
+        let scopes_ok = if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("missing [{}]", missing.join(" ")))
+        };
+        trace
+            .check("scopes", scopes_ok, |_| {
+                let granted: Vec<&str> = granted.iter().map(String::as_str).collect();
+                format!(
+                    "required [{}] granted [{}]",
+                    required.joined(),
+                    granted.join(" ")
+                )
+            })
+            .ok();
+        if !missing.is_empty() {
             let scope = step_up_scope(resource, &principal.scopes, &required);
             return denied(
                 DenyReason::InsufficientScope,
@@ -242,6 +321,32 @@ fn inspect_body(input: &CheckInput, config: &Config) -> Result<Vec<Call>, BodyEr
     let calls = mcp::parse_body(&input.body, limits)?;
     mcp::check_headers(&calls, input.header("mcp-method"), input.header("mcp-name"))?;
     Ok(calls)
+}
+
+impl Authorizer {
+    /// Validate the token (or, for `explain --claims`, the offline claims document).
+    async fn validate(
+        &self,
+        token: &str,
+        resource: &Resource,
+        now: u64,
+        max_len: usize,
+        trace: &mut Trace,
+    ) -> Result<token::Validated, token::TokenError> {
+        match trace.offline_claims.take() {
+            Some(claims) => {
+                token::check_claims_offline(&claims, resource, now, trace).map(|principal| {
+                    token::Validated {
+                        expires_at: principal.expires_at,
+                        principal,
+                        // Never cached: offline claims are only ever explained.
+                        key_generation: u64::MAX,
+                    }
+                })
+            }
+            None => token::validate_traced(token, resource, &self.jwks, now, max_len, trace).await,
+        }
+    }
 }
 
 fn target(r: &Resource) -> ChallengeTarget {

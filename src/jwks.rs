@@ -451,6 +451,24 @@ impl JwksManager {
         self.spawn_refresh();
     }
 
+    /// Fetch every issuer's keys once, now (for `explain` and `doctor`).
+    pub async fn refresh_all(&self) -> Vec<(String, Result<usize, JwksError>)> {
+        let map = self.issuers.load_full();
+        let mut out = Vec::new();
+        for (issuer, st) in map.iter() {
+            let r = self
+                .refresh(st)
+                .await
+                .map(|_| match st.current.load_full() {
+                    Some(set) => set.keys.len(),
+                    None => 0,
+                });
+            out.push((issuer.clone(), r));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
     /// Stop every refresh loop.
     pub fn shutdown(&self) {
         for (_, t) in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain() {
@@ -736,6 +754,53 @@ impl JwksManager {
             body.extend_from_slice(&chunk);
         }
         Ok((body, max_age))
+    }
+}
+
+impl JwksManager {
+    /// `doctor` only: a client-credentials token request with an RFC 8707 `resource`.
+    pub async fn client_credentials_token(
+        &self,
+        endpoint: &str,
+        client_id: &str,
+        client_secret: &str,
+        resource: &str,
+        scope: &str,
+    ) -> Result<String, JwksError> {
+        let err = |message: String| JwksError::Fetch {
+            url: endpoint.to_owned(),
+            message,
+        };
+        let url = Url::parse(endpoint).map_err(|e| err(e.to_string()))?;
+        check_fetch_url(&url, self.settings.allow_insecure_http).map_err(err)?;
+        let mut form = url::form_urlencoded::Serializer::new(String::new());
+        form.append_pair("grant_type", "client_credentials")
+            .append_pair("resource", resource);
+        if !scope.is_empty() {
+            form.append_pair("scope", scope);
+        }
+        let resp = self
+            .http
+            .post(url)
+            .basic_auth(client_id, Some(client_secret))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form.finish())
+            .send()
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await.map_err(|e| err(e.to_string()))?;
+        let doc: Value = serde_json::from_slice(&body)
+            .map_err(|e| err(format!("HTTP {status}, not JSON: {e}")))?;
+        match doc.get("access_token").and_then(Value::as_str) {
+            Some(t) if status == 200 => Ok(t.to_owned()),
+            _ => Err(err(format!(
+                "HTTP {status}: {}",
+                doc.get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or("no access_token")
+            ))),
+        }
     }
 }
 

@@ -9,6 +9,8 @@ pub mod cache;
 pub mod challenge;
 pub mod check;
 pub mod config;
+pub mod doctor;
+pub mod explain;
 pub mod jwks;
 pub mod mcp;
 pub mod metrics;

@@ -58,6 +58,54 @@ enum Command {
         /// Configuration file (YAML).
         config: PathBuf,
     },
+    /// Show how one request would be decided: every validation step and the exact response.
+    Explain {
+        /// Configuration file (YAML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Bearer token to validate (keys are fetched from the configured issuers).
+        #[arg(long, conflicts_with_all = ["token_file", "claims"])]
+        token: Option<String>,
+        /// File holding the bearer token.
+        #[arg(long, conflicts_with = "claims")]
+        token_file: Option<PathBuf>,
+        /// Claims JSON file, checked offline (no signature).
+        #[arg(long)]
+        claims: Option<PathBuf>,
+        /// HTTP method.
+        #[arg(long, short = 'X', default_value = "POST")]
+        method: String,
+        /// Request path (default: the resource's path).
+        #[arg(long)]
+        path: Option<String>,
+        /// Request host (default: the resource's host).
+        #[arg(long)]
+        host: Option<String>,
+        /// Request header `name: value` (repeatable).
+        #[arg(long = "header", short = 'H')]
+        headers: Vec<String>,
+        /// Request body (a JSON-RPC message).
+        #[arg(long, conflicts_with = "body_file")]
+        body: Option<String>,
+        /// File holding the request body.
+        #[arg(long)]
+        body_file: Option<PathBuf>,
+        /// Resource id, as Envoy's context_extensions would name it.
+        #[arg(long)]
+        resource: Option<String>,
+    },
+    /// Check every issuer: discovery documents, JWKS and keys, algorithms, scopes, audience.
+    Doctor {
+        /// Configuration file (YAML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Client id for a test token request (checks RFC 8707 audience support).
+        #[arg(long, requires = "client_secret")]
+        client_id: Option<String>,
+        /// Client secret for the test token request.
+        #[arg(long, env = "MCP_AUTHZ_DOCTOR_CLIENT_SECRET")]
+        client_secret: Option<String>,
+    },
     /// Print configuration derived from the same file: an Envoy bootstrap or a PRM document.
     Render {
         #[command(subcommand)]
@@ -122,6 +170,84 @@ fn main() -> ExitCode {
         ),
         Command::CheckConfig { config } => check_config(&config),
         Command::Render { what } => render(what),
+        Command::Explain {
+            config,
+            token,
+            token_file,
+            claims,
+            method,
+            path,
+            host,
+            headers,
+            body,
+            body_file,
+            resource,
+        } => (|| {
+            let c = Config::from_file(&config)?;
+            let r = match &resource {
+                Some(id) => c
+                    .resource(id)
+                    .ok_or_else(|| anyhow::anyhow!("no resource with id {id:?}"))?,
+                None => &c.resources[0],
+            };
+            let token = match (token, token_file) {
+                (Some(t), _) => Some(t),
+                (None, Some(f)) => Some(std::fs::read_to_string(&f)?.trim().to_owned()),
+                (None, None) => None,
+            };
+            let mut parsed_headers = Vec::new();
+            for h in headers {
+                let (k, v) = h
+                    .split_once(':')
+                    .ok_or_else(|| anyhow::anyhow!("--header {h:?}: expected 'name: value'"))?;
+                parsed_headers.push((k.trim().to_owned(), v.trim().to_owned()));
+            }
+            let body = match (body, body_file) {
+                (Some(b), _) => b.into_bytes(),
+                (None, Some(f)) => std::fs::read(&f)?,
+                (None, None) => Vec::new(),
+            };
+            let req = mcp_authz::explain::Request {
+                method: method.to_ascii_uppercase(),
+                path: path.unwrap_or_else(|| r.path.clone()),
+                host: host.unwrap_or_else(|| r.host.clone()),
+                headers: parsed_headers,
+                body,
+                token,
+                claims: claims.map(std::fs::read).transpose()?,
+                resource,
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (report, _) = rt.block_on(mcp_authz::explain::run(c, req, now))?;
+            print!("{report}");
+            Ok(())
+        })(),
+        Command::Doctor {
+            config,
+            client_id,
+            client_secret,
+        } => (|| {
+            let c = Config::from_file(&config)?;
+            let probe = mcp_authz::doctor::Probe {
+                client_id,
+                client_secret,
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (report, worst) = rt.block_on(mcp_authz::doctor::run(&c, &probe))?;
+            print!("{report}");
+            anyhow::ensure!(
+                worst < mcp_authz::doctor::Level::Error,
+                "doctor found problems"
+            );
+            Ok(())
+        })(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

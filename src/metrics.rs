@@ -27,7 +27,9 @@ struct Inner {
     config_last_reload: Gauge,
     body_inspections: IntCounterVec,
     token_cache: IntCounterVec,
+    token_cache_evictions: prometheus::IntCounter,
     token_cache_entries: IntGauge,
+    config_last_reload_ok: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -62,7 +64,7 @@ impl Metrics {
             )
             .buckets(vec![
                 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005,
-                0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
+                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
             ]),
             &["decision"],
         )
@@ -123,9 +125,19 @@ impl Metrics {
         );
         let token_cache = counter(
             "mcp_authz_token_cache_requests_total",
-            "Verified-token cache lookups and evictions by result (hit, miss, eviction).",
+            "Verified-token cache lookups by result (hit, miss).",
             &["result"],
         );
+        let token_cache_evictions = prometheus::IntCounter::new(
+            "mcp_authz_token_cache_evictions_total",
+            "Entries evicted from the full verified-token cache.",
+        )
+        .expect("valid metric");
+        let config_last_reload_ok = IntGauge::new(
+            "mcp_authz_config_last_reload_successful",
+            "1 when the last configuration load or reload succeeded, 0 when it was refused.",
+        )
+        .expect("valid metric");
         let token_cache_entries = IntGauge::new(
             "mcp_authz_token_cache_entries",
             "Tokens in the verified-token cache.",
@@ -156,6 +168,8 @@ impl Metrics {
             Box::new(body_inspections.clone()),
             Box::new(token_cache.clone()),
             Box::new(token_cache_entries.clone()),
+            Box::new(token_cache_evictions.clone()),
+            Box::new(config_last_reload_ok.clone()),
             Box::new(build_info),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
@@ -176,8 +190,42 @@ impl Metrics {
             config_last_reload,
             body_inspections,
             token_cache,
+            token_cache_evictions,
             token_cache_entries,
+            config_last_reload_ok,
         }))
+    }
+
+    /// Create the series alerts watch at 0, so their first increment is visible to
+    /// `increase()`/`rate()` (a counter that appears at 1 hides its first event).
+    pub fn init_series(&self, resources: &[&str], issuers: &[String]) {
+        for r in ["ok", "error"] {
+            self.0.reloads.with_label_values(&[r]);
+        }
+        for r in ["hit", "miss"] {
+            self.0.token_cache.with_label_values(&[r]);
+        }
+        for d in ["allow", "deny"] {
+            self.0.check_seconds.with_label_values(&[d]);
+        }
+        for res in resources {
+            for (d, reason) in [
+                ("allow", "ok"),
+                ("deny", "no_signing_keys"),
+                ("deny", "internal"),
+            ] {
+                self.0.checks.with_label_values(&[d, reason, res]);
+            }
+        }
+        for i in issuers {
+            for r in ["ok", "error", "no_usable_keys"] {
+                self.0.jwks_fetches.with_label_values(&[i, r]);
+            }
+            for r in ["started", "joined", "rate_limited"] {
+                self.0.kid_refetches.with_label_values(&[i, r]);
+            }
+            self.0.issuer_ready.with_label_values(&[i]).set(0);
+        }
     }
 
     pub fn check(&self, decision: &str, reason: &str, resource: &str, seconds: f64) {
@@ -237,6 +285,7 @@ impl Metrics {
             .reloads
             .with_label_values(&[if ok { "ok" } else { "error" }])
             .inc();
+        self.0.config_last_reload_ok.set(i64::from(ok));
         if ok {
             self.0.config_last_reload.set(unix_now());
         }
@@ -248,6 +297,10 @@ impl Metrics {
 
     pub fn token_cache(&self, result: &str) {
         self.0.token_cache.with_label_values(&[result]).inc();
+    }
+
+    pub fn token_cache_eviction(&self) {
+        self.0.token_cache_evictions.inc();
     }
 
     pub fn token_cache_entries(&self, n: usize) {
@@ -263,7 +316,7 @@ impl Metrics {
         String::from_utf8(buf).expect("exposition is UTF-8")
     }
 
-    /// Sum of a counter's series matching `labels`, for tests and `explain`.
+    /// Sum of a counter's series matching `labels` (for tests).
     pub fn counter(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
         self.0
             .registry

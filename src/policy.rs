@@ -210,11 +210,15 @@ pub fn match_route<'c>(
 }
 
 /// Which MCP rule refused a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum McpDenial {
+    #[error("the method is denied")]
     Method,
+    #[error("the tool is denied")]
     Tool,
+    #[error("the resource is denied")]
     Resource,
+    #[error("the prompt is denied")]
     Prompt,
 }
 

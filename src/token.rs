@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::config::{Alg, Resource, TrustedIssuer};
+use crate::explain::Trace;
 use crate::jwks::{JwksManager, KeySet, KeysState};
 use crate::scope::Scopes;
 
@@ -186,43 +187,85 @@ pub async fn validate(
     now: u64,
     max_len: usize,
 ) -> Result<Validated, TokenError> {
-    let p = parse(token, max_len)?;
-    let iss = p.claims.iss.as_deref().ok_or(TokenError::UnknownIssuer)?;
-    let trusted = resource
-        .issuers
-        .iter()
-        .find(|t| t.issuer == iss)
-        .ok_or(TokenError::UnknownIssuer)?;
+    validate_traced(token, resource, jwks, now, max_len, &mut Trace::off()).await
+}
+
+/// [`validate`], recording each step for `mcp-authz explain`.
+pub async fn validate_traced(
+    token: &str,
+    resource: &Resource,
+    jwks: &Arc<JwksManager>,
+    now: u64,
+    max_len: usize,
+    trace: &mut Trace,
+) -> Result<Validated, TokenError> {
+    let p = trace.check("token structure", parse(token, max_len), |p| {
+        format!(
+            "JWS compact, {} bytes, alg {}, kid {}, typ {}",
+            token.len(),
+            p.header.alg,
+            p.header.kid.as_deref().unwrap_or("(none)"),
+            p.header.typ.as_deref().unwrap_or("(none)")
+        )
+    })?;
+    let trusted = trace.check("issuer", trusted_issuer(&p.claims, resource), |t| {
+        format!("{} is trusted for {}", t.issuer, resource.id)
+    })?;
+    let iss = trusted.issuer.as_str();
     // RFC 8725 §3.1: the algorithm must be on our allow-list ("none" and HS* never are).
     let alg = Alg::parse(&p.header.alg)
         .filter(|a| trusted.algorithms.contains(a))
-        .ok_or(TokenError::DisallowedAlg)?;
-    check_typ(p.header.typ.as_deref())?;
+        .ok_or(TokenError::DisallowedAlg);
+    let alg = trace.check("algorithm", alg, |a| format!("{} is allowed", a.as_str()))?;
+    trace.check("token type", check_typ(p.header.typ.as_deref()), |_| {
+        "access token".into()
+    })?;
 
     let set = match jwks.keys(iss) {
         KeysState::Ready(set) => set,
-        KeysState::Unavailable => return Err(TokenError::NoKeys),
+        KeysState::Unavailable => {
+            trace.fail("signing keys", &TokenError::NoKeys);
+            return Err(TokenError::NoKeys);
+        }
     };
+    trace.ok("signing keys", || {
+        format!(
+            "{} usable keys (generation {})",
+            set.keys.len(),
+            set.generation
+        )
+    });
     let (verified, key_generation) = match verify_with(&set, &p, alg) {
         Some(v) => (v, set.generation),
         None => {
             // No key with this kid: the issuer may have rotated. One shared, rate-limited refetch.
             let kid_unknown = p.header.kid.as_deref().is_some_and(|k| !set.knows_kid(k));
             let fresh = if kid_unknown {
+                trace.ok("key lookup", || {
+                    "kid not in the key set: refetching once".into()
+                });
                 jwks.refetch_for_unknown_kid(iss).await
             } else {
                 None
             };
             match fresh.and_then(|s| verify_with(&s, &p, alg).map(|v| (v, s.generation))) {
                 Some(v) => v,
-                None => return Err(TokenError::UnknownKid),
+                None => {
+                    trace.fail("key lookup", &TokenError::UnknownKid);
+                    return Err(TokenError::UnknownKid);
+                }
             }
         }
     };
-    if !verified {
-        return Err(TokenError::BadSignature);
-    }
-    let principal = check_claims(&p.claims, trusted, resource, now)?;
+    let sig = if verified {
+        Ok(())
+    } else {
+        Err(TokenError::BadSignature)
+    };
+    trace.check("signature", sig, |_| {
+        format!("verified with {}", alg.as_str())
+    })?;
+    let principal = check_claims(&p.claims, trusted, resource, now, trace)?;
     let expires_at = principal
         .expires_at
         .saturating_add(trusted.leeway.as_secs());
@@ -231,6 +274,33 @@ pub async fn validate(
         key_generation,
         expires_at,
     })
+}
+
+fn trusted_issuer<'r>(c: &Claims, resource: &'r Resource) -> Result<&'r TrustedIssuer, TokenError> {
+    let iss = c.iss.as_deref().ok_or(TokenError::UnknownIssuer)?;
+    resource
+        .issuers
+        .iter()
+        .find(|t| t.issuer == iss)
+        .ok_or(TokenError::UnknownIssuer)
+}
+
+/// Offline check of a claims document (no signature): what `explain --claims` shows.
+pub fn check_claims_offline(
+    json: &[u8],
+    resource: &Resource,
+    now: u64,
+    trace: &mut Trace,
+) -> Result<Principal, TokenError> {
+    let claims: Result<Claims, TokenError> =
+        serde_json::from_slice(json).map_err(|_| TokenError::Malformed);
+    let claims = trace.check("claims document", claims, |_| {
+        "JSON object (signature not checked: offline)".into()
+    })?;
+    let trusted = trace.check("issuer", trusted_issuer(&claims, resource), |t| {
+        format!("{} is trusted for {}", t.issuer, resource.id)
+    })?;
+    check_claims(&claims, trusted, resource, now, trace)
 }
 
 /// RFC 9068 §2.1 names `at+jwt`; plain `JWT` or no `typ` is what most issuers (Casdoor) send.
@@ -253,34 +323,51 @@ fn check_claims(
     trusted: &TrustedIssuer,
     resource: &Resource,
     now: u64,
+    trace: &mut Trace,
 ) -> Result<Principal, TokenError> {
-    let now = now as f64;
+    let now_f = now as f64;
     let leeway = trusted.leeway.as_secs() as f64;
     // RFC 7519 §4.1.4: reject on or after exp (plus leeway).
-    let exp = numeric_date(c.exp.as_ref().ok_or(TokenError::MissingExp)?)?;
-    if now >= exp + leeway {
-        return Err(TokenError::Expired);
+    let exp = c
+        .exp
+        .as_ref()
+        .ok_or(TokenError::MissingExp)
+        .and_then(numeric_date);
+    let exp = trace.check(
+        "exp",
+        exp.and_then(|e| {
+            if now_f >= e + leeway {
+                Err(TokenError::Expired)
+            } else {
+                Ok(e)
+            }
+        }),
+        |e| format!("expires in {} s (leeway {} s)", (*e - now_f) as i64, leeway),
+    )?;
+    let mut times = Ok(());
+    for claim in [&c.nbf, &c.iat].into_iter().flatten() {
+        match numeric_date(claim) {
+            Ok(t) if now_f + leeway < t => times = Err(TokenError::NotYetValid),
+            Ok(_) => {}
+            Err(e) => times = Err(e),
+        }
     }
-    if let Some(nbf) = &c.nbf
-        && now + leeway < numeric_date(nbf)?
-    {
-        return Err(TokenError::NotYetValid);
-    }
-    if let Some(iat) = &c.iat
-        && now + leeway < numeric_date(iat)?
-    {
-        return Err(TokenError::NotYetValid);
-    }
-    if !audience_ok(c.aud.as_ref(), resource, trusted) {
-        return Err(TokenError::WrongAudience);
-    }
+    trace.check("nbf/iat", times, |_| "not in the future".into())?;
+    let aud = if audience_ok(c.aud.as_ref(), resource, trusted) {
+        Ok(())
+    } else {
+        Err(TokenError::WrongAudience)
+    };
+    trace.check("aud", aud, |_| format!("includes {}", resource.uri))?;
+    let mut kind = Ok(());
     for t in [&c.token_type, &c.token_type_upper].into_iter().flatten() {
         if t.as_str().is_some_and(|s| {
             s.eq_ignore_ascii_case("refresh-token") || s.eq_ignore_ascii_case("refresh_token")
         }) {
-            return Err(TokenError::NotAccessToken);
+            kind = Err(TokenError::NotAccessToken);
         }
     }
+    trace.check("token kind", kind, |_| "not a refresh token".into())?;
     let mut scopes = Scopes::default();
     for claim in [&c.scope, &c.scp].into_iter().flatten() {
         match claim {
@@ -295,6 +382,13 @@ fn check_claims(
             _ => return Err(TokenError::Malformed),
         }
     }
+    trace.ok("scopes", || {
+        if scopes.is_empty() {
+            "(none)".into()
+        } else {
+            scopes.joined()
+        }
+    });
     Ok(Principal {
         issuer: trusted.issuer.clone(),
         subject: c.sub.clone(),
@@ -379,7 +473,13 @@ mod tests {
 
     fn check(json: &str, now: u64) -> Result<Principal, TokenError> {
         let r = resource();
-        check_claims(&claims(json).unwrap(), &r.issuers[0], &r, now)
+        check_claims(
+            &claims(json).unwrap(),
+            &r.issuers[0],
+            &r,
+            now,
+            &mut Trace::off(),
+        )
     }
 
     #[test]

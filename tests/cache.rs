@@ -97,10 +97,10 @@ async fn cache_is_bounded_under_a_flood_of_distinct_tokens() {
         entries <= 100,
         "cache holds {entries} entries, capacity 100"
     );
-    let evictions = h.app.metrics.counter(
-        "mcp_authz_token_cache_requests_total",
-        &[("result", "eviction")],
-    );
+    let evictions = h
+        .app
+        .metrics
+        .counter("mcp_authz_token_cache_evictions_total", &[]);
     assert!(evictions >= 300, "evictions counted: {evictions}");
 }
 

@@ -21,6 +21,15 @@ step "tools: node packages (oidc-provider, MCP TypeScript SDK)"
 command -v node >/dev/null || { echo "node is required (Node 20)" >&2; exit 1; }
 (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)
 
+step "tools: Prometheus server and promtool (Debian package, for tests/prometheus.rs)"
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus; } \
+    || { echo "cannot install prometheus: apt-get install -y --no-install-recommends prometheus" >&2; exit 1; }
+fi
+command -v promtool >/dev/null && command -v prometheus >/dev/null \
+  || { echo "promtool/prometheus missing after installing the prometheus package" >&2; exit 1; }
+
 step "rustfmt"
 cargo fmt --all -- --check
 

@@ -160,6 +160,8 @@ pub struct IdpState {
     pub cache_control: Mutex<Option<String>>,
     pub jwks_fetches: AtomicUsize,
     pub metadata_fetches: AtomicUsize,
+    /// RFC 8707 support at /token: `aud` = the requested resource, else the client id.
+    pub resource_indicators: std::sync::atomic::AtomicBool,
 }
 
 /// A local OAuth authorization server stand-in: RFC 8414 metadata and a JWKS, on 127.0.0.1:0.
@@ -187,10 +189,12 @@ impl Idp {
             cache_control: Mutex::new(None),
             jwks_fetches: AtomicUsize::new(0),
             metadata_fetches: AtomicUsize::new(0),
+            resource_indicators: std::sync::atomic::AtomicBool::new(true),
         });
         let app = Router::new()
             .route("/.well-known/oauth-authorization-server", get(metadata))
             .route("/jwks", get(jwks_handler))
+            .route("/token", axum::routing::post(token_handler))
             .with_state(state.clone());
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
@@ -230,7 +234,29 @@ async fn metadata(State(s): State<Arc<IdpState>>) -> Response {
     s.metadata_fetches.fetch_add(1, Ordering::SeqCst);
     let issuer = s.issuer.lock().unwrap().clone();
     let doc = json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks"),
-        "token_endpoint": format!("{issuer}/token"), "scopes_supported": ["files:read","files:write","files:list"]});
+        "token_endpoint": format!("{issuer}/token"), "registration_endpoint": format!("{issuer}/reg"),
+        "code_challenge_methods_supported": ["S256"],
+        "scopes_supported": ["files:read","files:write","files:list"]});
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        doc.to_string(),
+    )
+        .into_response()
+}
+
+/// Client credentials with any Basic credentials; the token is signed with `RSA`.
+async fn token_handler(State(s): State<Arc<IdpState>>, body: String) -> Response {
+    let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes())
+        .into_owned()
+        .collect();
+    let issuer = s.issuer.lock().unwrap().clone();
+    let aud = match form.get("resource") {
+        Some(r) if s.resource_indicators.load(Ordering::SeqCst) => r.clone(),
+        _ => "client-1".to_owned(),
+    };
+    let claims = json!({"iss": issuer, "sub": "client-1", "client_id": "client-1", "aud": aud,
+        "exp": now() + 300, "iat": now(), "scope": form.get("scope").cloned().unwrap_or_default()});
+    let doc = json!({"access_token": RSA.mint(&claims), "token_type": "Bearer", "expires_in": 300});
     (
         [(header::CONTENT_TYPE, "application/json")],
         doc.to_string(),

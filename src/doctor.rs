@@ -1,0 +1,349 @@
+//! `mcp-authz doctor`: the seed guide's "verify the endpoints" step, automated. For every
+//! issuer: AS metadata (RFC 8414) and OIDC discovery, the JWKS and each key in it, the
+//! algorithms, the scopes the policy needs, and whether tokens will carry our resource as
+//! audience (RFC 8707). Findings are plain sentences; errors make the command fail.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::Value;
+use url::Url;
+
+use crate::config::{Config, KeySource, Resource};
+use crate::jwks::{self, JwksManager};
+use crate::metrics::Metrics;
+
+/// How serious a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Ok,
+    Warn,
+    Error,
+}
+
+#[derive(Debug, Clone)]
+pub struct Finding {
+    pub level: Level,
+    pub text: String,
+}
+
+/// Optional client credentials used to ask the AS for a token for each resource.
+#[derive(Debug, Clone, Default)]
+pub struct Probe {
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+}
+
+#[derive(Default)]
+struct Report(Vec<Finding>);
+
+impl Report {
+    fn ok(&mut self, t: impl Into<String>) {
+        self.0.push(Finding {
+            level: Level::Ok,
+            text: t.into(),
+        });
+    }
+    fn warn(&mut self, t: impl Into<String>) {
+        self.0.push(Finding {
+            level: Level::Warn,
+            text: t.into(),
+        });
+    }
+    fn error(&mut self, t: impl Into<String>) {
+        self.0.push(Finding {
+            level: Level::Error,
+            text: t.into(),
+        });
+    }
+}
+
+/// Run every check; returns the report text and the worst level found.
+pub async fn run(config: &Config, probe: &Probe) -> anyhow::Result<(String, Level)> {
+    let jwks = JwksManager::new(config, Metrics::new())?;
+    let mut out = String::new();
+    let mut worst = Level::Ok;
+    for issuer in &config.issuers {
+        let mut r = Report::default();
+        let resources: Vec<&Resource> = config
+            .resources
+            .iter()
+            .filter(|res| res.issuers.iter().any(|t| t.issuer == issuer.issuer))
+            .collect();
+        let metadata = check_metadata(&jwks, &issuer.issuer, &issuer.source, &mut r).await;
+        let jwks_doc = match &issuer.source {
+            KeySource::File(p) => match std::fs::read(p) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    r.error(format!("cannot read jwks_file {}: {e}", p.display()));
+                    None
+                }
+            },
+            KeySource::JwksUri(u) => fetch(&jwks, u, "JWKS", &mut r).await,
+            KeySource::Discovery => match metadata
+                .as_ref()
+                .and_then(|m| m.get("jwks_uri"))
+                .and_then(Value::as_str)
+            {
+                Some(u) => match Url::parse(u) {
+                    Ok(u) => fetch(&jwks, &u, "JWKS", &mut r).await,
+                    Err(e) => {
+                        r.error(format!("jwks_uri {u:?} is not a URL: {e}"));
+                        None
+                    }
+                },
+                None => {
+                    r.error("no metadata document names a jwks_uri, so no keys can be loaded");
+                    None
+                }
+            },
+        };
+        if let Some(body) = jwks_doc {
+            check_keys(&body, issuer.issuer.as_str(), &resources, &mut r);
+        }
+        if let Some(m) = &metadata {
+            check_scopes(m, &resources, &mut r);
+            check_audience(&jwks, m, &resources, probe, &mut r).await;
+        }
+        writeln!(out, "issuer {}", issuer.issuer)?;
+        for f in &r.0 {
+            let tag = match f.level {
+                Level::Ok => "ok   ",
+                Level::Warn => "WARN ",
+                Level::Error => "ERROR",
+            };
+            writeln!(out, "  {tag} {}", f.text)?;
+            worst = worst.max(f.level);
+        }
+    }
+    writeln!(
+        out,
+        "{}",
+        match worst {
+            Level::Ok => "all checks passed",
+            Level::Warn => "passed with warnings",
+            Level::Error => "problems found: tokens from the issuers above may be refused",
+        }
+    )?;
+    Ok((out, worst))
+}
+
+async fn fetch(jwks: &JwksManager, url: &Url, what: &str, r: &mut Report) -> Option<Vec<u8>> {
+    match jwks.get(url).await {
+        Ok((body, _)) => {
+            r.ok(format!("{what} {url} answers ({} bytes)", body.len()));
+            Some(body)
+        }
+        Err(e) => {
+            r.error(format!("{what} {url} is not usable: {e}"));
+            None
+        }
+    }
+}
+
+/// Both discovery documents; returns the first usable one.
+async fn check_metadata(
+    jwks: &JwksManager,
+    issuer: &str,
+    source: &KeySource,
+    r: &mut Report,
+) -> Option<Value> {
+    let urls = match jwks::discovery_urls(issuer) {
+        Ok(u) => u,
+        Err(_) => {
+            if *source == KeySource::Discovery {
+                r.error("the issuer is not a URL, so its metadata cannot be discovered");
+            } else {
+                r.warn("the issuer is not a URL: no metadata to check (keys come from the configured source)");
+            }
+            return None;
+        }
+    };
+    let mut found = None;
+    for (url, name) in urls
+        .iter()
+        .zip(["OAuth AS metadata (RFC 8414)", "OpenID discovery"])
+    {
+        let Ok((body, _)) = jwks
+            .get(url)
+            .await
+            .inspect_err(|e| r.warn(format!("{name} {url}: {e}")))
+        else {
+            continue;
+        };
+        let doc: Value = match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => {
+                r.error(format!("{name} {url} is not JSON: {e}"));
+                continue;
+            }
+        };
+        match doc.get("issuer").and_then(Value::as_str) {
+            Some(i) if i == issuer => r.ok(format!("{name} {url}: issuer matches")),
+            Some(i) => {
+                r.error(format!(
+                    "{name} {url} names issuer {i:?}, but tokens are expected from {issuer:?}: they must match exactly (RFC 8414 §3.3)"
+                ));
+                continue;
+            }
+            None => {
+                r.error(format!("{name} {url} has no issuer"));
+                continue;
+            }
+        }
+        let pkce = doc
+            .get("code_challenge_methods_supported")
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().any(|m| m == "S256"));
+        if !pkce {
+            r.warn(format!(
+                "{name} does not advertise PKCE S256; MCP clients require it"
+            ));
+        }
+        if doc.get("registration_endpoint").is_none() {
+            r.warn(format!(
+                "{name} has no registration_endpoint: clients that register dynamically (Claude, VS Code) cannot connect"
+            ));
+        }
+        found.get_or_insert(doc);
+    }
+    if found.is_none() && *source == KeySource::Discovery {
+        r.error("no discovery document could be used");
+    }
+    found
+}
+
+fn check_keys(body: &[u8], issuer: &str, resources: &[&Resource], r: &mut Report) {
+    let (keys, skipped) = match jwks::parse_jwks(body) {
+        Ok(k) => k,
+        Err(e) => {
+            r.error(format!("the JWKS is not a key set: {e}"));
+            return;
+        }
+    };
+    for k in &keys {
+        r.ok(format!(
+            "key {}: {:?}{}",
+            k.kid.as_deref().unwrap_or("(no kid)"),
+            k.kind,
+            k.alg
+                .map(|a| format!(", alg {}", a.as_str()))
+                .unwrap_or_default()
+        ));
+    }
+    for (kid, reason) in &skipped {
+        r.warn(format!(
+            "key {} skipped ({}): tokens signed with it will be refused",
+            kid.as_deref().unwrap_or("(no kid)"),
+            reason.label()
+        ));
+    }
+    if keys.is_empty() {
+        r.error("no usable signing key: every token from this issuer will get 503");
+        return;
+    }
+    for res in resources {
+        let Some(t) = res.issuers.iter().find(|t| t.issuer == issuer) else {
+            continue;
+        };
+        let usable: Vec<&str> = t
+            .algorithms
+            .iter()
+            .filter(|a| keys.iter().any(|k| k.accepts(**a)))
+            .map(|a| a.as_str())
+            .collect();
+        if usable.is_empty() {
+            r.error(format!(
+                "resource {}: none of the allowed algorithms can be verified with these keys",
+                res.id
+            ));
+        } else {
+            r.ok(format!(
+                "resource {}: algorithms with a key: {}",
+                res.id,
+                usable.join(" ")
+            ));
+        }
+    }
+}
+
+fn check_scopes(meta: &Value, resources: &[&Resource], r: &mut Report) {
+    let Some(advertised) = meta.get("scopes_supported").and_then(Value::as_array) else {
+        r.warn("the AS does not list scopes_supported; cannot check the policy's scopes");
+        return;
+    };
+    let advertised: BTreeSet<&str> = advertised.iter().filter_map(Value::as_str).collect();
+    for res in resources {
+        let missing: Vec<&str> = res
+            .known_scopes
+            .iter()
+            .map(String::as_str)
+            .filter(|s| !advertised.contains(s))
+            .collect();
+        if missing.is_empty() {
+            r.ok(format!(
+                "resource {}: the AS advertises every scope the policy uses",
+                res.id
+            ));
+        } else {
+            r.warn(format!(
+                "resource {}: the AS does not advertise {} — define them as custom scopes (seed Part 1 Step 4) or tokens will never carry them",
+                res.id,
+                missing.join(" ")
+            ));
+        }
+    }
+}
+
+/// RFC 8707: ask for a token for each resource (client credentials) and look at its `aud`.
+async fn check_audience(
+    jwks: &JwksManager,
+    meta: &Value,
+    resources: &[&Resource],
+    probe: &Probe,
+    r: &mut Report,
+) {
+    let (Some(id), Some(secret)) = (&probe.client_id, &probe.client_secret) else {
+        r.warn("token audience not checked: pass --client-id and --client-secret to request a test token (RFC 8707)");
+        return;
+    };
+    let Some(endpoint) = meta.get("token_endpoint").and_then(Value::as_str) else {
+        r.error("the AS metadata has no token_endpoint");
+        return;
+    };
+    for res in resources {
+        let scope = res.scopes_supported.join(" ");
+        match jwks.client_credentials_token(endpoint, id, secret, &res.uri, &scope).await {
+            Ok(token) => match token_audience(&token) {
+                Some(aud) if aud.iter().any(|a| a == &res.uri) => {
+                    r.ok(format!("resource {}: tokens carry aud {} (RFC 8707 resource indicators work)", res.id, res.uri))
+                }
+                Some(aud) => r.error(format!(
+                    "resource {}: the token's aud is {:?}, not {}: enable resource indicators at the AS, or accept the client id with extra_audiences",
+                    res.id, aud, res.uri
+                )),
+                None => r.error(format!(
+                    "resource {}: the AS issued an opaque (non-JWT) access token; mcp-authz validates JWTs only",
+                    res.id
+                )),
+            },
+            Err(e) => r.error(format!("resource {}: token request failed: {e}", res.id)),
+        }
+    }
+}
+
+fn token_audience(token: &str) -> Option<Vec<String>> {
+    let payload = token.split('.').nth(1)?;
+    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+    match claims.get("aud")? {
+        Value::String(s) => Some(vec![s.clone()]),
+        Value::Array(a) => Some(
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+        ),
+        _ => Some(vec![]),
+    }
+}

@@ -1,0 +1,206 @@
+//! `mcp-authz explain`: run one request through the real decision code with every step
+//! recorded, and show the exact response Envoy would send. Also the `Trace` recorder the
+//! decision code calls (a no-op on the Check path).
+
+use std::fmt::{Display, Write as _};
+
+/// One recorded step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub name: &'static str,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// Step recorder. `Trace::off()` records nothing and allocates nothing.
+#[derive(Debug, Default)]
+pub struct Trace {
+    enabled: bool,
+    pub steps: Vec<Step>,
+    /// `explain --claims`: validate this claims document instead of a signed token.
+    pub offline_claims: Option<Vec<u8>>,
+}
+
+impl Trace {
+    pub fn off() -> Trace {
+        Trace::default()
+    }
+
+    pub fn on() -> Trace {
+        Trace {
+            enabled: true,
+            ..Trace::default()
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    #[inline]
+    pub fn ok(&mut self, name: &'static str, detail: impl FnOnce() -> String) {
+        if self.enabled {
+            self.steps.push(Step {
+                name,
+                ok: true,
+                detail: detail(),
+            });
+        }
+    }
+
+    #[inline]
+    pub fn fail(&mut self, name: &'static str, err: &dyn Display) {
+        if self.enabled {
+            self.steps.push(Step {
+                name,
+                ok: false,
+                detail: err.to_string(),
+            });
+        }
+    }
+
+    /// Record `r` under `name` and pass it through.
+    #[inline]
+    pub fn check<T, E: Display>(
+        &mut self,
+        name: &'static str,
+        r: Result<T, E>,
+        ok: impl FnOnce(&T) -> String,
+    ) -> Result<T, E> {
+        if self.enabled {
+            match &r {
+                Ok(v) => self.ok(name, || ok(v)),
+                Err(e) => self.fail(name, e),
+            }
+        }
+        r
+    }
+
+    /// The steps as aligned text lines.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for s in &self.steps {
+            let mark = if s.ok { "ok  " } else { "FAIL" };
+            let _ = writeln!(out, "  {mark} {:<18} {}", s.name, s.detail);
+        }
+        out
+    }
+}
+
+use std::collections::HashMap;
+
+use arc_swap::ArcSwap;
+
+use crate::cache::TokenCache;
+use crate::challenge;
+use crate::check::{Authorizer, CheckInput, Decision, upstream_headers};
+use crate::config::Config;
+use crate::jwks::JwksManager;
+use crate::metrics::Metrics;
+
+/// What to explain.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub host: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// A bearer token to validate for real (keys are fetched from the issuers).
+    pub token: Option<String>,
+    /// A claims JSON document to check offline instead of a signed token.
+    pub claims: Option<Vec<u8>>,
+    /// Name the resource as Envoy's `context_extensions` would.
+    pub resource: Option<String>,
+}
+
+/// Decide `req` under `config` with every step recorded; returns the report and whether the
+/// request would be allowed.
+pub async fn run(config: Config, req: Request, now: u64) -> anyhow::Result<(String, bool)> {
+    let mut out = String::new();
+    let metrics = Metrics::new();
+    let jwks = JwksManager::new(&config, metrics.clone())?;
+    if req.token.is_some() {
+        for (issuer, result) in jwks.refresh_all().await {
+            match result {
+                Ok(n) => writeln!(out, "keys: {issuer}: {n} usable keys loaded")?,
+                Err(e) => writeln!(out, "keys: {issuer}: not loaded: {e}")?,
+            }
+        }
+    }
+    let identity = config.identity.clone();
+    let authorizer = Authorizer {
+        config: ArcSwap::from_pointee(config),
+        jwks: jwks.clone(),
+        cache: TokenCache::new(0, metrics),
+    };
+    let mut headers: HashMap<String, String> = HashMap::new();
+    for (k, v) in &req.headers {
+        headers.insert(k.to_ascii_lowercase(), v.clone());
+    }
+    let mut trace = Trace::on();
+    match (&req.token, &req.claims) {
+        (Some(t), _) => {
+            headers.insert("authorization".into(), format!("Bearer {t}"));
+        }
+        (None, Some(c)) => {
+            // A syntactically valid stand-in; the claims document is checked instead.
+            headers.insert("authorization".into(), "Bearer offline-claims".into());
+            trace.offline_claims = Some(c.clone());
+        }
+        (None, None) => {}
+    }
+    let mut context_extensions = HashMap::new();
+    if let Some(id) = &req.resource {
+        context_extensions.insert(crate::config::RESOURCE_CONTEXT_KEY.to_owned(), id.clone());
+    }
+    let input = CheckInput {
+        method: req.method.clone(),
+        host: req.host.clone(),
+        path: req.path.clone(),
+        headers,
+        context_extensions,
+        body: req.body.clone(),
+    };
+    let decision = authorizer.decide_traced(&input, now, &mut trace).await;
+    jwks.shutdown();
+    writeln!(
+        out,
+        "request: {} {} (host {})",
+        req.method, req.path, req.host
+    )?;
+    if req.claims.is_some() {
+        writeln!(
+            out,
+            "token: offline claims document (signature, key and algorithm not checked)"
+        )?;
+    }
+    writeln!(out, "steps:")?;
+    out.push_str(&trace.render());
+    let (d, reason) = decision.label();
+    writeln!(out, "decision: {d} ({reason})")?;
+    writeln!(out, "response Envoy would send:")?;
+    let allowed = matches!(decision, Decision::Allow(_));
+    match &decision {
+        Decision::Allow(a) => {
+            let (set, remove) = upstream_headers(&identity, a.principal.as_ref());
+            writeln!(out, "  forwarded to the MCP server (route {})", a.route)?;
+            for (k, v) in set {
+                writeln!(out, "  + {k}: {v}")?;
+            }
+            for k in remove {
+                writeln!(out, "  - {k} (client copy removed)")?;
+            }
+        }
+        Decision::Deny(x) => {
+            let r = challenge::render(x.reason, x.target.as_ref(), x.scope.as_deref());
+            writeln!(out, "  HTTP/1.1 {}", r.status)?;
+            for (k, v) in &r.headers {
+                writeln!(out, "  {k}: {v}")?;
+            }
+            writeln!(out)?;
+            writeln!(out, "  {}", r.body)?;
+        }
+    }
+    Ok((out, allowed))
+}

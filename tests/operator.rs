@@ -1,0 +1,212 @@
+//! The operator's tools against a local authorization server: `explain` (every step and the
+//! exact response) and `doctor` (discovery, keys, algorithms, scopes, RFC 8707 audience).
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use mcp_authz::config::Config;
+use mcp_authz::{doctor, explain};
+use serde_json::json;
+
+const TOOLS: &str = r#"
+    routes:
+      - name: mcp
+        path: /mcp
+        scopes: [files:list]
+        mcp:
+          tools: {read_file: [files:read], list_files: [files:list]}
+"#;
+
+fn request(token: Option<String>, body: &str) -> explain::Request {
+    explain::Request {
+        method: "POST".into(),
+        path: "/mcp".into(),
+        host: "mcp.example.com".into(),
+        body: body.as_bytes().to_vec(),
+        token,
+        ..Default::default()
+    }
+}
+
+const READ: &str =
+    r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file"}}"#;
+
+#[tokio::test]
+async fn explain_shows_each_step_and_the_exact_response() {
+    let idp = Idp::start(&[&RSA]).await;
+    let config = Config::from_yaml(&config_yaml(&idp.issuer, "", TOOLS)).unwrap();
+    let claims = json!({"iss": idp.issuer, "sub": "alice", "aud": "https://mcp.example.com/mcp", "exp": now() + 300, "scope": "files:list"});
+    let (report, allowed) = explain::run(
+        config.clone(),
+        request(Some(RSA.mint(&claims)), READ),
+        now(),
+    )
+    .await
+    .unwrap();
+    assert!(!allowed);
+    for line in [
+        "ok   path",
+        "ok   resource           files (https://mcp.example.com/mcp)",
+        "ok   route              mcp: scopes [files:list]; MCP rules for POST bodies",
+        "ok   token structure",
+        "ok   signature          verified with RS256",
+        "ok   aud                includes https://mcp.example.com/mcp",
+        "ok   body               JSON-RPC: tools/call read_file",
+        "ok   mcp rules          add [files:read]",
+        "FAIL scopes             missing [files:read]",
+        "decision: deny (insufficient_scope)",
+        "HTTP/1.1 403",
+        "www-authenticate: Bearer realm=\"MCP Server\", error=\"insufficient_scope\"",
+    ] {
+        assert!(report.contains(line), "report lacks {line:?}:\n{report}");
+    }
+    // An expired token fails at exp with a 401.
+    let mut old = claims.clone();
+    old["exp"] = json!(now() - 600);
+    let (report, _) = explain::run(config.clone(), request(Some(RSA.mint(&old)), READ), now())
+        .await
+        .unwrap();
+    assert!(report.contains("FAIL exp"), "{report}");
+    assert!(report.contains("HTTP/1.1 401"), "{report}");
+    // Allowed: the identity headers that would go upstream.
+    let mut full = claims.clone();
+    full["scope"] = json!("files:list files:read");
+    let (report, allowed) = explain::run(config, request(Some(RSA.mint(&full)), READ), now())
+        .await
+        .unwrap();
+    assert!(allowed, "{report}");
+    assert!(report.contains("+ x-mcp-authz-subject: alice"), "{report}");
+}
+
+#[tokio::test]
+async fn explain_offline_claims_and_no_token() {
+    let config = Config::from_yaml(&config_yaml("https://iam.example.com", "", TOOLS)).unwrap();
+    let mut req = request(None, READ);
+    req.claims = Some(json!({"iss": "https://iam.example.com", "aud": "https://mcp.example.com/mcp", "exp": now() + 60, "scope": "files:list files:read"}).to_string().into_bytes());
+    let (report, allowed) = explain::run(config.clone(), req, now()).await.unwrap();
+    assert!(allowed, "{report}");
+    assert!(
+        report.contains("signature, key and algorithm not checked"),
+        "{report}"
+    );
+    let (report, allowed) = explain::run(config, request(None, READ), now())
+        .await
+        .unwrap();
+    assert!(!allowed);
+    assert!(report.contains("HTTP/1.1 401"), "{report}");
+    assert!(
+        report.contains(
+            "resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/mcp\""
+        ),
+        "{report}"
+    );
+}
+
+#[tokio::test]
+async fn doctor_reports_a_healthy_issuer() {
+    let idp = Idp::start(&[&RSA]).await;
+    let config = Config::from_yaml(&config_yaml(&idp.issuer, "", TOOLS)).unwrap();
+    let probe = doctor::Probe {
+        client_id: Some("c".into()),
+        client_secret: Some("s".into()),
+    };
+    let (report, worst) = doctor::run(&config, &probe).await.unwrap();
+    assert!(worst < doctor::Level::Error, "{report}");
+    for line in [
+        "issuer matches",
+        "key rsa-1: Rsa, alg RS256",
+        "algorithms with a key: RS256",
+        "advertises every scope",
+        "tokens carry aud https://mcp.example.com/mcp",
+    ] {
+        assert!(report.contains(line), "lacks {line:?}:\n{report}");
+    }
+    let (report, worst) = doctor::run(&config, &doctor::Probe::default())
+        .await
+        .unwrap();
+    assert_eq!(worst, doctor::Level::Warn, "{report}");
+    assert!(report.contains("token audience not checked"), "{report}");
+}
+
+#[tokio::test]
+async fn doctor_finds_problems() {
+    // Keys of a kind we cannot use, a scope the AS does not know, no RFC 8707 support.
+    let idp = Idp::start_with(
+        json!({"keys": [{"kty":"MLDSA","kid":"pq"}, {"kty":"oct","kid":"h","k":"c2VjcmV0"}]}),
+    )
+    .await;
+    idp.state
+        .resource_indicators
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let yaml =
+        config_yaml(&idp.issuer, "", TOOLS).replace("files:read]", "files:read, files:admin]");
+    let config = Config::from_yaml(&yaml).unwrap();
+    let probe = doctor::Probe {
+        client_id: Some("c".into()),
+        client_secret: Some("s".into()),
+    };
+    let (report, worst) = doctor::run(&config, &probe).await.unwrap();
+    assert_eq!(worst, doctor::Level::Error, "{report}");
+    for line in [
+        "key pq skipped (unsupported_kty)",
+        "key h skipped (symmetric)",
+        "no usable signing key",
+        "does not advertise files:admin",
+        "the token's aud is [\"client-1\"]",
+    ] {
+        assert!(report.contains(line), "lacks {line:?}:\n{report}");
+    }
+    // Issuer mismatch in the metadata.
+    *idp.state.issuer.lock().unwrap() = "https://impostor.example".into();
+    let (report, _) = doctor::run(&config, &doctor::Probe::default())
+        .await
+        .unwrap();
+    assert!(
+        report.contains("names issuer \"https://impostor.example\""),
+        "{report}"
+    );
+}
+
+#[test]
+fn cli_explain_and_doctor_exit_codes() {
+    let dir = std::env::temp_dir().join(format!("mcp-authz-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("c.yaml");
+    // An issuer nobody answers for: doctor must fail, explain still explains.
+    std::fs::write(
+        &cfg,
+        config_yaml("http://127.0.0.1:9", "  fetch_timeout_seconds: 1", TOOLS)
+            .replace("  fetch_timeout_seconds: 2\n", ""),
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_mcp-authz");
+    let out = Command::new(bin)
+        .args(["doctor", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ERROR"));
+    let claims = dir.join("claims.json");
+    std::fs::write(&claims, json!({"iss": "http://127.0.0.1:9", "aud": "https://mcp.example.com/mcp", "exp": now() + 60}).to_string()).unwrap();
+    let out = Command::new(bin)
+        .args(["explain", "--config"])
+        .arg(&cfg)
+        .arg("--claims")
+        .arg(&claims)
+        .args(["--body", READ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("decision: deny (insufficient_scope)"),
+        "{text}"
+    );
+}
