@@ -40,6 +40,12 @@ impl Authorization for AuthzService {
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
         let started = Instant::now();
+        // Counts the Check even if Envoy gives up (timeout) and the future is dropped mid-way.
+        let mut unfinished = Unfinished {
+            metrics: &self.metrics,
+            started,
+            armed: true,
+        };
         let (input, request_id) = to_input(request.into_inner());
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -51,9 +57,31 @@ impl Authorization for AuthzService {
             .catch_unwind()
             .await
             .unwrap_or_else(|_| Decision::Deny(Denied::internal()));
+        unfinished.armed = false;
         let response = self.to_response(&decision);
         self.record(&decision, &request_id, &input, started);
         Ok(Response::new(response))
+    }
+}
+
+/// Drop guard recording a Check that never reached a decision (the caller went away).
+struct Unfinished<'a> {
+    metrics: &'a Metrics,
+    started: Instant,
+    armed: bool,
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.metrics.check(
+                "deny",
+                "cancelled",
+                "-",
+                self.started.elapsed().as_secs_f64(),
+            );
+            tracing::info!(target: "mcp_authz::access", reason = "cancelled", "check abandoned by the caller");
+        }
     }
 }
 
