@@ -595,6 +595,15 @@ async fn removed_key_stops_verifying_after_refresh() {
     let mut h = Harness::start(idp, &yaml, true).await;
     let old = RSA.mint(&h.claims("files:list"));
     assert_eq!(h.bearer("POST", "/mcp", &old).await.status, 200);
+    // Now in the verified-token cache too: a key-set change must drop it.
+    let hit = |h: &Harness| {
+        h.app
+            .metrics
+            .counter("mcp_authz_token_cache_requests_total", &[("result", "hit")])
+    };
+    let hits = hit(&h);
+    assert_eq!(h.bearer("POST", "/mcp", &old).await.status, 200);
+    assert_eq!(hit(&h), hits + 1, "served from the cache");
     h.idp.set_keys(&[&RSA2]);
     let before = h.idp.fetches();
     for _ in 0..50 {
