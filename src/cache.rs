@@ -71,8 +71,7 @@ impl TokenCache {
             };
             (now < e.expires_at && keys_same).then(|| e.principal.clone())
         });
-        self.metrics
-            .token_cache(if hit.is_some() { "hit" } else { "miss" });
+        self.metrics.token_cache(hit.is_some());
         hit
     }
 

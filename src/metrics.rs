@@ -28,6 +28,16 @@ struct Inner {
     body_inspections: IntCounterVec,
     token_cache: IntCounterVec,
     token_cache_evictions: prometheus::IntCounter,
+    // Pre-resolved handles for the Check path (no lock per Check).
+    check_handles: papaya::HashMap<
+        String,
+        papaya::HashMap<(&'static str, &'static str), prometheus::IntCounter>,
+    >,
+    allow_seconds: prometheus::Histogram,
+    deny_seconds: prometheus::Histogram,
+    inspection_handles: papaya::HashMap<&'static str, prometheus::IntCounter>,
+    cache_hits: prometheus::IntCounter,
+    cache_misses: prometheus::IntCounter,
     token_cache_entries: IntGauge,
     config_last_reload_ok: IntGauge,
 }
@@ -176,6 +186,10 @@ impl Metrics {
         for c in collectors {
             registry.register(c).expect("unique metric");
         }
+        let allow_seconds = check_seconds.with_label_values(&["allow"]);
+        let deny_seconds = check_seconds.with_label_values(&["deny"]);
+        let cache_hits = token_cache.with_label_values(&["hit"]);
+        let cache_misses = token_cache.with_label_values(&["miss"]);
         Metrics(Arc::new(Inner {
             registry,
             checks,
@@ -189,6 +203,12 @@ impl Metrics {
             reloads,
             config_last_reload,
             body_inspections,
+            check_handles: papaya::HashMap::new(),
+            allow_seconds,
+            deny_seconds,
+            inspection_handles: papaya::HashMap::new(),
+            cache_hits,
+            cache_misses,
             token_cache,
             token_cache_evictions,
             token_cache_entries,
@@ -228,15 +248,34 @@ impl Metrics {
         }
     }
 
-    pub fn check(&self, decision: &str, reason: &str, resource: &str, seconds: f64) {
-        self.0
-            .checks
-            .with_label_values(&[decision, reason, resource])
-            .inc();
-        self.0
-            .check_seconds
-            .with_label_values(&[decision])
-            .observe(seconds);
+    /// Record one decided Check. Label lookups go through lock-free handle maps: the
+    /// prometheus crate's `with_label_values` takes a lock, which the Check path must not.
+    pub fn check(
+        &self,
+        decision: &'static str,
+        reason: &'static str,
+        resource: &str,
+        seconds: f64,
+    ) {
+        let inner = &self.0;
+        let by_resource = inner.check_handles.pin();
+        let reasons = match by_resource.get(resource) {
+            Some(r) => r,
+            None => by_resource.get_or_insert_with(resource.to_owned(), papaya::HashMap::new),
+        };
+        let reasons = reasons.pin();
+        let counter = reasons.get_or_insert_with((decision, reason), || {
+            inner
+                .checks
+                .with_label_values(&[decision, reason, resource])
+        });
+        counter.inc();
+        let histogram = if decision == "allow" {
+            &inner.allow_seconds
+        } else {
+            &inner.deny_seconds
+        };
+        histogram.observe(seconds);
     }
 
     pub fn jwks_fetch(&self, issuer: &str, result: &str) {
@@ -291,12 +330,24 @@ impl Metrics {
         }
     }
 
-    pub fn body_inspection(&self, result: &str) {
-        self.0.body_inspections.with_label_values(&[result]).inc();
+    pub fn body_inspection(&self, result: &'static str) {
+        let inner = &self.0;
+        inner
+            .inspection_handles
+            .pin()
+            .get_or_insert_with(result, || {
+                inner.body_inspections.with_label_values(&[result])
+            })
+            .inc();
     }
 
-    pub fn token_cache(&self, result: &str) {
-        self.0.token_cache.with_label_values(&[result]).inc();
+    /// A token-cache lookup: `hit` or miss.
+    pub fn token_cache(&self, hit: bool) {
+        if hit {
+            self.0.cache_hits.inc();
+        } else {
+            self.0.cache_misses.inc();
+        }
     }
 
     pub fn token_cache_eviction(&self) {
