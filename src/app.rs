@@ -212,7 +212,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                         health
                             .set_not_serving::<AuthorizationServer<AuthzService>>()
                             .await;
-                        if was.is_some() {
+                        if *rx.borrow() {
+                            tracing::info!("shutting down: not serving");
+                        } else if was.is_some() {
                             tracing::warn!("not ready: an issuer has no usable keys");
                         }
                     }
