@@ -57,6 +57,9 @@ pub struct RawConfig {
     /// How `mcp-authz render envoy` builds the Envoy bootstrap.
     #[serde(default)]
     pub envoy: RawEnvoy,
+    /// How `mcp-authz render istio` builds the Istio mesh configuration.
+    #[serde(default)]
+    pub istio: RawIstio,
     /// One entry per protected MCP server.
     pub resources: Vec<RawResource>,
 }
@@ -116,6 +119,62 @@ fn d65536() -> u32 {
 }
 fn default_origins() -> Vec<String> {
     vec!["*".into()]
+}
+
+/// Settings for the rendered Istio configuration (not used by `serve`). The ext_authz timeout,
+/// the body limit and the CORS origins are the `envoy:` section's, so both proxies behave alike.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIstio {
+    /// Name of the meshConfig extension provider the AuthorizationPolicies refer to
+    /// (default `mcp-authz`).
+    #[serde(default = "default_istio_name")]
+    pub provider: String,
+    /// Namespace of the mcp-authz Service (default `mcp-authz`).
+    #[serde(default = "default_istio_name")]
+    pub namespace: String,
+    /// Name of the mcp-authz Service (default `mcp-authz`).
+    #[serde(default = "default_istio_name")]
+    pub service: String,
+    /// The mcp-authz Service's gRPC port (default: the port of `listen.grpc`).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// The cluster's DNS domain (default `cluster.local`).
+    #[serde(default = "default_cluster_domain")]
+    pub cluster_domain: String,
+    /// Istio Gateways (`namespace/name`) through which the resources' public hosts enter the
+    /// mesh; the rendered VirtualServices bind to them and to `mesh` (default: `mesh` only).
+    #[serde(default)]
+    pub gateways: Vec<String>,
+    /// Where each resource's MCP server runs, keyed by resource id.
+    #[serde(default)]
+    pub workloads: BTreeMap<String, RawIstioWorkload>,
+}
+
+impl Default for RawIstio {
+    fn default() -> Self {
+        serde_yaml::from_str("{}").expect("defaults deserialize")
+    }
+}
+
+/// One MCP server in the mesh.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIstioWorkload {
+    /// Namespace of the MCP server's pods; its AuthorizationPolicy is created there.
+    pub namespace: String,
+    /// Labels selecting the MCP server's pods (AuthorizationPolicy `selector.matchLabels`).
+    pub selector: BTreeMap<String, String>,
+    /// The MCP server's Kubernetes Service as `host:port`, e.g.
+    /// `files-mcp.mcp.svc.cluster.local:8080` (the VirtualService route destination).
+    pub destination: String,
+}
+
+fn default_istio_name() -> String {
+    "mcp-authz".into()
+}
+fn default_cluster_domain() -> String {
+    "cluster.local".into()
 }
 
 #[derive(Debug, Deserialize)]
@@ -450,6 +509,30 @@ pub struct Config {
     /// Every distinct issuer, with where its keys come from.
     pub issuers: Vec<IssuerKeysConfig>,
     pub envoy: EnvoySettings,
+    pub istio: IstioSettings,
+}
+
+/// Validated `istio:` section.
+#[derive(Debug, Clone)]
+pub struct IstioSettings {
+    /// Extension provider name.
+    pub provider: String,
+    /// Fully qualified host name of the mcp-authz Service.
+    pub service_host: String,
+    pub port: u16,
+    /// `namespace/name` of each Gateway, in configuration order.
+    pub gateways: Vec<String>,
+    /// Resource id → its MCP server in the mesh.
+    pub workloads: BTreeMap<String, IstioWorkload>,
+}
+
+/// Validated `istio.workloads.<id>`.
+#[derive(Debug, Clone)]
+pub struct IstioWorkload {
+    pub namespace: String,
+    pub selector: BTreeMap<String, String>,
+    /// `(host, port)` of the MCP server's Service.
+    pub destination: (String, u16),
 }
 
 /// Validated `envoy:` section.
@@ -746,6 +829,7 @@ impl TryFrom<RawConfig> for Config {
             }
             resources.push(resource);
         }
+        let istio = validate_istio(raw.istio, grpc_addr, &resources)?;
         Ok(Config {
             grpc_addr,
             admin_addr,
@@ -758,6 +842,7 @@ impl TryFrom<RawConfig> for Config {
             resources,
             issuers,
             envoy,
+            istio,
         })
     }
 }
@@ -810,6 +895,159 @@ fn validate_envoy(e: &RawEnvoy, grpc: SocketAddr) -> Result<EnvoySettings, Confi
         max_request_bytes: e.max_request_bytes,
         escaped_slashes: e.escaped_slashes,
         cors_allow_origins: e.cors_allow_origins.clone(),
+    })
+}
+
+/// RFC 1123 label as Kubernetes names namespaces and Services: `[a-z0-9]([-a-z0-9]*[a-z0-9])?`.
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// RFC 1123 subdomain: dot-separated labels, at most 253 bytes.
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+/// A Kubernetes label name or value: `[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?`, at most 63.
+fn is_label_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && s.as_bytes()[0].is_ascii_alphanumeric()
+        && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric()
+}
+
+fn validate_istio(
+    raw: RawIstio,
+    grpc: SocketAddr,
+    resources: &[Resource],
+) -> Result<IstioSettings, ConfigError> {
+    // Istio's provider name is free text, but it is also written into AuthorizationPolicies
+    // and shell commands: keep it to a label-like charset.
+    if !is_label_name(&raw.provider) {
+        return Err(invalid(
+            "istio.provider",
+            format!(
+                "{:?} must use letters, digits, '-', '_' and '.' (at most 63)",
+                raw.provider
+            ),
+        ));
+    }
+    for (at, v) in [
+        ("istio.namespace", &raw.namespace),
+        ("istio.service", &raw.service),
+    ] {
+        if !is_dns_label(v) {
+            return Err(invalid(
+                at,
+                format!("{v:?} is not a Kubernetes name (lowercase letters, digits, '-')"),
+            ));
+        }
+    }
+    if !is_dns_subdomain(&raw.cluster_domain) {
+        return Err(invalid(
+            "istio.cluster_domain",
+            format!("{:?} is not a DNS domain", raw.cluster_domain),
+        ));
+    }
+    let port = match raw.port {
+        Some(0) => return Err(invalid("istio.port", "must not be 0")),
+        Some(p) => p,
+        None => grpc.port(),
+    };
+    let mut gateways = Vec::new();
+    for (i, g) in raw.gateways.iter().enumerate() {
+        let ok = match g.split_once('/') {
+            Some((ns, name)) => is_dns_label(ns) && is_dns_subdomain(name),
+            None => false,
+        };
+        if !ok {
+            return Err(invalid(
+                format!("istio.gateways[{i}]"),
+                format!(
+                    "{g:?} is not namespace/name of a Gateway (`mesh` is always added; do not list it)"
+                ),
+            ));
+        }
+        if gateways.contains(g) {
+            return Err(invalid(
+                format!("istio.gateways[{i}]"),
+                format!("{g:?} is listed twice"),
+            ));
+        }
+        gateways.push(g.clone());
+    }
+    let mut workloads = BTreeMap::new();
+    for (id, w) in raw.workloads {
+        let at = format!("istio.workloads.{id}");
+        if !resources.iter().any(|r| r.id == id) {
+            return Err(invalid(&at, format!("no resource has the id {id:?}")));
+        }
+        if !is_dns_label(&w.namespace) {
+            return Err(invalid(
+                format!("{at}.namespace"),
+                format!("{:?} is not a Kubernetes namespace name", w.namespace),
+            ));
+        }
+        if w.selector.is_empty() {
+            // An empty selector would put ext_authz in front of every pod of the namespace.
+            return Err(invalid(
+                format!("{at}.selector"),
+                "name at least one label of the MCP server's pods",
+            ));
+        }
+        for (k, v) in &w.selector {
+            let (prefix, name) = match k.rsplit_once('/') {
+                Some((p, n)) => (Some(p), n),
+                None => (None, k.as_str()),
+            };
+            if !is_label_name(name) || prefix.is_some_and(|p| !is_dns_subdomain(p)) {
+                return Err(invalid(
+                    format!("{at}.selector"),
+                    format!("{k:?} is not a Kubernetes label key"),
+                ));
+            }
+            if !v.is_empty() && !is_label_name(v) {
+                return Err(invalid(
+                    format!("{at}.selector.{k}"),
+                    format!("{v:?} is not a Kubernetes label value"),
+                ));
+            }
+        }
+        let destination = parse_host_port(&format!("{at}.destination"), &w.destination)?;
+        if destination.0.parse::<std::net::IpAddr>().is_ok() || !is_dns_subdomain(&destination.0) {
+            return Err(invalid(
+                format!("{at}.destination"),
+                format!(
+                    "{:?} must name a Service, e.g. files-mcp.mcp.svc.cluster.local:8080",
+                    w.destination
+                ),
+            ));
+        }
+        workloads.insert(
+            id,
+            IstioWorkload {
+                namespace: w.namespace,
+                selector: w.selector,
+                destination,
+            },
+        );
+    }
+    Ok(IstioSettings {
+        provider: raw.provider,
+        service_host: format!(
+            "{}.{}.svc.{}",
+            raw.service, raw.namespace, raw.cluster_domain
+        ),
+        port,
+        gateways,
+        workloads,
     })
 }
 
@@ -1469,6 +1707,93 @@ resources:
 
     fn err(yaml: &str) -> String {
         Config::from_yaml(yaml).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn istio_section_defaults_and_errors() {
+        let c = Config::from_yaml(MIN).unwrap();
+        assert_eq!(c.istio.provider, "mcp-authz");
+        assert_eq!(
+            c.istio.service_host,
+            "mcp-authz.mcp-authz.svc.cluster.local"
+        );
+        assert_eq!(c.istio.port, 9191);
+        assert!(c.istio.gateways.is_empty() && c.istio.workloads.is_empty());
+
+        let with = |istio: &str| format!("{MIN}istio:\n{istio}");
+        let ok = Config::from_yaml(&with(
+            "  namespace: authz\n  port: 9000\n  gateways: [istio-ingress/mcp]\n  workloads:\n    files: {namespace: mcp, selector: {app.kubernetes.io/name: files}, destination: files.mcp.svc.cluster.local:8080}\n",
+        ))
+        .unwrap();
+        assert_eq!(ok.istio.service_host, "mcp-authz.authz.svc.cluster.local");
+        assert_eq!(ok.istio.port, 9000);
+        let w = &ok.istio.workloads["files"];
+        assert_eq!(
+            w.destination,
+            ("files.mcp.svc.cluster.local".to_owned(), 8080)
+        );
+
+        let w =
+            "    files: {namespace: mcp, selector: {app: files}, destination: files.mcp:8080}\n";
+        let cases: &[(String, &str)] = &[
+            (with("  provider: 'a b'\n"), "istio.provider"),
+            (with("  namespace: Auth_Z\n"), "istio.namespace"),
+            (with("  service: ''\n"), "istio.service"),
+            (with("  port: 0\n"), "istio.port"),
+            (with("  gateways: [mesh]\n"), "istio.gateways[0]"),
+            (with("  gateways: [a/b, a/b]\n"), "istio.gateways[1]"),
+            (with("  bogus: 1\n"), "unknown field `bogus`"),
+            (
+                with(&format!("  workloads:\n{}", w.replace("files:", "nope:"))),
+                "istio.workloads.nope",
+            ),
+            (
+                with(&format!(
+                    "  workloads:\n{}",
+                    w.replace("namespace: mcp", "namespace: MCP")
+                )),
+                "istio.workloads.files.namespace",
+            ),
+            (
+                with(&format!(
+                    "  workloads:\n{}",
+                    w.replace("{app: files}", "{}")
+                )),
+                "istio.workloads.files.selector",
+            ),
+            (
+                with(&format!(
+                    "  workloads:\n{}",
+                    w.replace("{app: files}", "{'-x': files}")
+                )),
+                "istio.workloads.files.selector",
+            ),
+            (
+                with(&format!(
+                    "  workloads:\n{}",
+                    w.replace("{app: files}", "{app: 'a b'}")
+                )),
+                "istio.workloads.files.selector.app",
+            ),
+            (
+                with(&format!(
+                    "  workloads:\n{}",
+                    w.replace("files.mcp:8080", "10.0.0.1:8080")
+                )),
+                "istio.workloads.files.destination",
+            ),
+            (
+                with(&format!(
+                    "  workloads:\n{}",
+                    w.replace("files.mcp:8080", "files.mcp")
+                )),
+                "istio.workloads.files.destination",
+            ),
+        ];
+        for (yaml, want) in cases {
+            let e = err(yaml);
+            assert!(e.contains(want), "error {e:?} should contain {want:?}");
+        }
     }
 
     #[test]

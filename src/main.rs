@@ -139,6 +139,15 @@ enum RenderWhat {
         #[arg(long)]
         resource: Option<String>,
     },
+    /// Istio: the meshConfig ext_authz provider, CUSTOM AuthorizationPolicies, PRM VirtualServices.
+    Istio {
+        /// Configuration file (YAML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// What to print: `mesh-config` (istiod Helm values), `resources` (kubectl apply), or both.
+        #[arg(long, default_value = "all", value_parser = render::istio::IstioPart::NAMES)]
+        part: String,
+    },
 }
 
 fn init_tracing(format: LogFormat) {
@@ -346,6 +355,13 @@ fn render(what: RenderWhat) -> anyhow::Result<()> {
             };
             // Exactly the bytes Envoy serves (no trailing newline).
             print!("{}", render::prm_json(r));
+        }
+        RenderWhat::Istio { config, part } => {
+            let c = Config::from_file(&config)?;
+            let part = part
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("--part: {e}"))?;
+            print!("{}", render::istio::istio(&c, part)?);
         }
     }
     Ok(())

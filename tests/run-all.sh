@@ -30,6 +30,17 @@ fi
 command -v promtool >/dev/null && command -v prometheus >/dev/null \
   || { echo "promtool/prometheus missing after installing the prometheus package" >&2; exit 1; }
 
+step "tools: deployment validators (kubernetes-validate, yamllint, @kubernetes-models for tests/deploy.rs)"
+[ -x .venv/bin/kubernetes-validate ] \
+  || { echo "kubernetes-validate missing after installing tests/requirements.txt" >&2; exit 1; }
+if ! command -v yamllint >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq yamllint || { apt-get update -qq && apt-get install -y -qq yamllint; } \
+    || { echo "cannot install yamllint: apt-get install -y yamllint" >&2; exit 1; }
+fi
+command -v yamllint >/dev/null || { echo "yamllint missing after apt-get install yamllint" >&2; exit 1; }
+(cd tests/deploy && npm ci --no-audit --no-fund --loglevel=error)
+
 step "rustfmt"
 cargo fmt --all -- --check
 
@@ -39,6 +50,9 @@ cargo clippy --all-targets --locked -- -D warnings
 step "cargo test (unit, integration, rendered Envoy configs)"
 cargo build --locked --bins
 cargo test --locked
+
+step "release build, exactly as the container image's build stage runs it (deploy/docker/Dockerfile)"
+deploy/docker/build.sh target/docker
 
 step "end-to-end through real Envoy with oidc-provider and the MCP SDK clients"
 export MCP_AUTHZ_BIN="$root/target/debug/mcp-authz"

@@ -1,0 +1,662 @@
+//! mcp-authz load benchmark: direct gRPC Check load, the same token through a real Envoy next
+//! to Envoy's own jwt_authn + RBAC and a null ext_authz server, and memory with 100k cached
+//! tokens. Prints Markdown tables (the ones in benches/BENCHMARKS.md).
+//!
+//! `cargo bench --bench load -- [all|direct|envoy|memory] [options]`
+
+mod direct;
+mod envoy;
+mod fixture;
+mod http1;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use hdrhistogram::Histogram;
+use prost::bytes::Bytes;
+
+use direct::{Headers, Load, Outcome, Pick};
+use fixture::{FILES_HOST, Keys, Ports, Service, TOOLS_HOST, claims, mib};
+use mcp_authz::pb::envoy::service::auth::v3::{
+    CheckRequest, CheckResponse, authorization_client::AuthorizationClient,
+};
+use prost::Message;
+
+#[derive(Parser)]
+#[command(about = "mcp-authz load benchmark (see benches/BENCHMARKS.md)")]
+struct Args {
+    /// Which part to run.
+    #[arg(value_enum, default_value = "all")]
+    what: What,
+    /// Measured seconds per direct scenario.
+    #[arg(long, default_value_t = 8.0)]
+    seconds: f64,
+    /// Concurrent Check streams (direct).
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// HTTP/2 connections the streams share (direct).
+    #[arg(long, default_value_t = 2)]
+    connections: usize,
+    /// One-use RS256 tokens for the distinct-token flood (the cache holds 50,000 by default).
+    #[arg(long, default_value_t = 60_000)]
+    distinct_tokens: usize,
+    /// Tokens cached for the memory measurement.
+    #[arg(long, default_value_t = 100_000)]
+    cached_tokens: usize,
+    /// Rounds per Envoy variant (variants alternate within each round).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Measured seconds per Envoy round.
+    #[arg(long, default_value_t = 5.0)]
+    round_seconds: f64,
+    /// Keep-alive HTTP/1.1 connections to Envoy.
+    #[arg(long, default_value_t = 16)]
+    http_connections: usize,
+    /// Skip the pre-lean ext_authz config variants (body and every header to the server).
+    #[arg(long)]
+    skip_legacy: bool,
+    /// Skip the per-tool route (JSON-RPC body inspected) variants.
+    #[arg(long)]
+    skip_tools: bool,
+    /// Do not pin Envoy to CPU 0 and everything else to CPU 1.
+    #[arg(long)]
+    no_pin: bool,
+    /// Envoy: after setup, print the listeners and wait this long instead of measuring (to
+    /// drive them with wrk/h2load or profile Envoy and mcp-authz by hand).
+    #[arg(long)]
+    hold_seconds: Option<u64>,
+    /// The Envoy binary (default: the project venv's real binary).
+    #[arg(long)]
+    envoy: Option<PathBuf>,
+    /// Direct: run only the scenarios whose name contains this.
+    #[arg(long)]
+    only: Option<String>,
+    /// Run mcp-authz under this command, e.g. "valgrind --tool=callgrind" (profiling).
+    #[arg(long)]
+    wrap: Option<String>,
+    /// (internal) Port for `null-server`.
+    #[arg(long, hide = true)]
+    port: Option<u16>,
+    /// Passed by `cargo bench`.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum What {
+    All,
+    Direct,
+    Envoy,
+    Memory,
+    /// (internal) The null ext_authz server as its own process, on `--port`.
+    #[value(hide = true)]
+    NullServer,
+}
+
+fn us(ns: u64) -> String {
+    if ns >= 10_000_000 {
+        format!("{:.0} ms", ns as f64 / 1e6)
+    } else if ns >= 1_000_000 {
+        format!("{:.2} ms", ns as f64 / 1e6)
+    } else {
+        format!("{:.0} µs", ns as f64 / 1e3)
+    }
+}
+
+fn quantiles(h: &Histogram<u64>) -> [String; 4] {
+    [
+        us(h.value_at_quantile(0.50)),
+        us(h.value_at_quantile(0.90)),
+        us(h.value_at_quantile(0.99)),
+        us(h.max()),
+    ]
+}
+
+struct Setup {
+    wrap: Option<String>,
+    dir: PathBuf,
+    keys: Keys,
+    jwks: String,
+    jwks_file: PathBuf,
+}
+
+impl Setup {
+    fn new(wrap: Option<String>) -> Setup {
+        let dir = fixture::work_dir();
+        let keys = Keys::generate();
+        let jwks = keys.jwks().to_string();
+        let jwks_file = dir.join("jwks.json");
+        std::fs::write(&jwks_file, &jwks).expect("write jwks");
+        Setup {
+            wrap,
+            dir,
+            keys,
+            jwks,
+            jwks_file,
+        }
+    }
+
+    fn service(&self, name: &str, cache: usize, env: &[(&str, &str)]) -> (Service, Ports) {
+        let ports = Ports::pick();
+        let yaml = fixture::config_yaml(&ports, &self.jwks_file, cache);
+        (
+            Service::start(&self.dir, name, &yaml, env, self.wrap.as_deref()),
+            ports,
+        )
+    }
+}
+
+fn direct_row(name: &str, o: &Outcome) -> String {
+    let [p50, p90, p99, max] = quantiles(&o.latency);
+    format!(
+        "| {name} | {:.0} | {p50} | {p90} | {p99} | {max} | {:.1} | {:.1} | {} | {}/{}/{} |",
+        o.throughput(),
+        o.cpu_per_check(),
+        o.client_cpu_per_check(),
+        mib(o.peak_rss_kib),
+        o.allowed,
+        o.denied,
+        o.errors,
+    )
+}
+
+/// One direct scenario: what is sent, how, and the row label.
+struct Scenario {
+    /// Short name for `--only`.
+    id: &'static str,
+    name: String,
+    requests: Vec<Bytes>,
+    pick: Pick,
+    load: Load,
+    env: Vec<(&'static str, &'static str)>,
+    /// Against the null server instead of mcp-authz (the floor on this machine).
+    null: bool,
+}
+
+async fn run_scenario(s: &Setup, sc: Scenario) -> (Outcome, f64, f64) {
+    eprintln!("direct: {}", sc.name);
+    let sc_id = sc.id;
+    let service = if sc.null {
+        Service::null(&s.dir, &sc.env)
+    } else {
+        s.service("direct", 50_000, &sc.env).0
+    };
+    let o = direct::run(&service, Arc::new(sc.requests), sc.pick, sc.load).await;
+    // Let the runtime close the client connections, so the service drains at once on SIGTERM.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let entries = service.metric("mcp_authz_token_cache_entries");
+    let evictions = service.metric("mcp_authz_token_cache_evictions_total");
+    if s.wrap.is_some() {
+        // Under a profiler: every Check the process served, warm-up included.
+        eprintln!(
+            "{}: the service answered {:.0} checks in all",
+            sc_id,
+            service.metric("mcp_authz_checks_total")
+        );
+    }
+    (o, entries, evictions)
+}
+
+async fn run_direct(args: &Args, s: &Setup) {
+    let load = Load {
+        connections: args.connections,
+        concurrency: args.concurrency,
+        warmup: Duration::from_secs(1),
+        duration: Duration::from_secs_f64(args.seconds),
+        rate: None,
+    };
+    let wanted = |id: &str| {
+        args.only
+            .as_deref()
+            .is_none_or(|o| o.split(',').any(|w| w.trim() == id))
+    };
+    let ok = s.keys.rs256(&claims(0, "files:list files:read"));
+    let low = s.keys.rs256(&claims(1, "openid profile"));
+    let req = |token: &str, headers| {
+        direct::check_request("files", FILES_HOST, Some(token), headers, None)
+    };
+    let body = br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"/docs/readme.md"}}}"#;
+    let mut mix: Vec<Bytes> = (0..9).map(|_| req(&ok, Headers::Lean)).collect();
+    mix.push(req(&low, Headers::Lean));
+    let cycle = |id: &'static str, name: &str, requests: Vec<Bytes>| Scenario {
+        id,
+        name: name.to_owned(),
+        requests,
+        pick: Pick::Cycle,
+        load,
+        env: vec![],
+        null: false,
+    };
+    let mut scenarios = vec![
+        Scenario {
+            null: true,
+            ..cycle(
+                "null",
+                "null ext_authz server, same runtime (the floor on this machine)",
+                vec![req(&ok, Headers::Lean)],
+            )
+        },
+        cycle("repeated", "repeated token", vec![req(&ok, Headers::Lean)]),
+        cycle(
+            "all-headers",
+            "repeated token, every header (pre-lean Envoy config)",
+            vec![req(&ok, Headers::All)],
+        ),
+        cycle(
+            "deny10",
+            "10% denials (403 insufficient_scope, logged)",
+            mix,
+        ),
+        cycle(
+            "body",
+            "JSON-RPC body, per-tool rule (tools/call read_file)",
+            vec![direct::check_request(
+                "tools",
+                TOOLS_HOST,
+                Some(&ok),
+                Headers::Lean,
+                Some(("tools/call", "read_file", body)),
+            )],
+        ),
+        Scenario {
+            env: vec![("TOKIO_WORKER_THREADS", "1")],
+            ..cycle(
+                "worker1",
+                "repeated token, TOKIO_WORKER_THREADS=1 (one runtime worker)",
+                vec![req(&ok, Headers::Lean)],
+            )
+        },
+    ];
+    if wanted("distinct") {
+        eprintln!(
+            "minting {} distinct RS256 tokens (both cores, before any measurement)...",
+            args.distinct_tokens
+        );
+        let distinct = s
+            .keys
+            .many_rs256(args.distinct_tokens, "files:list")
+            .iter()
+            .map(|t| req(t, Headers::Lean))
+            .collect();
+        scenarios.push(Scenario {
+            id: "distinct",
+            name: format!(
+                "distinct tokens, first-seen RS256 ({} one-use tokens; cache capacity 50,000)",
+                args.distinct_tokens
+            ),
+            requests: distinct,
+            pick: Pick::Once,
+            load: Load {
+                warmup: Duration::ZERO,
+                duration: Duration::from_secs(600),
+                ..load
+            },
+            env: vec![],
+            null: false,
+        });
+    }
+
+    println!("\n### Direct gRPC Check load\n");
+    println!(
+        "{} streams over {} HTTP/2 connections, {} s measured after 1 s warm-up (the distinct \
+         row: until its tokens are used up); a fresh server process per row; latency is the \
+         client's, from send to response.\n",
+        args.concurrency, args.connections, args.seconds
+    );
+    println!(
+        "| scenario | checks/s | p50 | p90 | p99 | max | server CPU µs/check | load-gen CPU µs/check | peak RSS | allow/deny/error |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for sc in scenarios {
+        let half = sc.id == "repeated" && wanted("half");
+        if !wanted(sc.id) {
+            continue;
+        }
+        let name = sc.name.clone();
+        let (o, entries, evictions) = run_scenario(s, sc).await;
+        let label = if name.starts_with("distinct") {
+            format!("{name}: {entries:.0} entries, {evictions:.0} evictions after")
+        } else {
+            name
+        };
+        println!("{}", direct_row(&label, &o));
+        if half {
+            // Latency where a service should run: half of its measured maximum.
+            let rate = o.throughput() / 2.0;
+            let name = format!("repeated token at {rate:.0}/s (half of max)");
+            let (o, _, _) = run_scenario(
+                s,
+                Scenario {
+                    load: Load {
+                        rate: Some(rate),
+                        ..load
+                    },
+                    ..cycle("half", &name, vec![req(&ok, Headers::Lean)])
+                },
+            )
+            .await;
+            println!("{}", direct_row(&name, &o));
+        }
+    }
+}
+
+async fn run_memory(args: &Args, s: &Setup) {
+    eprintln!("memory: minting {} EdDSA tokens...", args.cached_tokens);
+    let tokens: Vec<Bytes> = s
+        .keys
+        .many_eddsa(args.cached_tokens, "files:list")
+        .iter()
+        .map(|t| direct::check_request("files", FILES_HOST, Some(t), Headers::Lean, None))
+        .collect();
+    let (service, _) = s.service("memory", args.cached_tokens, &[]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (idle, _) = fixture::rss_kib(service.pid());
+    let one = s.keys.rs256(&claims(0, "files:list"));
+    let warm = direct::run(
+        &service,
+        Arc::new(vec![direct::check_request(
+            "files",
+            FILES_HOST,
+            Some(&one),
+            Headers::Lean,
+            None,
+        )]),
+        Pick::Cycle,
+        Load {
+            connections: 1,
+            concurrency: 8,
+            warmup: Duration::ZERO,
+            duration: Duration::from_secs(1),
+            rate: None,
+        },
+    )
+    .await;
+    let (after_warm, _) = fixture::rss_kib(service.pid());
+    eprintln!("memory: filling the cache...");
+    let fill = direct::run(
+        &service,
+        Arc::new(tokens),
+        Pick::Once,
+        Load {
+            connections: args.connections,
+            concurrency: args.concurrency,
+            warmup: Duration::ZERO,
+            duration: Duration::from_secs(600),
+            rate: None,
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (full, peak) = fixture::rss_kib(service.pid());
+    let entries = service.metric("mcp_authz_token_cache_entries");
+    println!("\n### Memory\n");
+    println!("| state | RSS | note |");
+    println!("|---|---|---|");
+    println!("| idle (keys loaded, no Check yet) | {} | |", mib(idle));
+    println!(
+        "| after 1 s of repeated-token load | {} | {} checks |",
+        mib(after_warm),
+        warm.checks
+    );
+    println!(
+        "| {entries:.0} tokens cached | {} (peak {}) | {:.0} bytes per cached token over the warm state; fill: {:.0} checks/s EdDSA first-seen, {:.1} µs CPU/check |",
+        mib(full),
+        mib(peak),
+        (full.saturating_sub(after_warm) * 1024) as f64 / entries.max(1.0),
+        fill.throughput(),
+        fill.cpu_per_check()
+    );
+}
+
+fn pin(pid: u32, cpus: &str) {
+    let _ = Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status();
+}
+
+async fn run_envoy(args: &Args, s: &Setup) {
+    let bin = envoy::find_envoy(args.envoy.as_deref());
+    let (service, ports) = s.service("envoy-authz", 50_000, &[]);
+    let config =
+        mcp_authz::config::Config::from_yaml(&fixture::config_yaml(&ports, &s.jwks_file, 50_000))
+            .expect("config");
+    let token = s.keys.rs256(&claims(0, "files:list files:read"));
+    // mcp-authz's own allow answer for this token, for the null server that mimics it.
+    let answer = {
+        let channel = direct::connect(&service, 1).await.remove(0);
+        let mut client = AuthorizationClient::new(channel);
+        let req = CheckRequest::decode(direct::check_request(
+            "files",
+            FILES_HOST,
+            Some(&token),
+            Headers::Lean,
+            None,
+        ))
+        .expect("request decodes");
+        client
+            .check(req)
+            .await
+            .expect("mcp-authz answers")
+            .into_inner()
+    };
+    let null_server = |name: &str, answer: Option<CheckResponse>| {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.set_nonblocking(true).expect("nonblocking");
+        let addr = l.local_addr().expect("addr");
+        let stat = envoy::spawn_thread(name, move || async move {
+            let l = tokio::net::TcpListener::from_std(l).expect("listener");
+            envoy::serve_null(l, answer).await
+        });
+        (addr, stat)
+    };
+    let (null_addr, null_stat) = null_server("null-authz", None);
+    let (null_rich_addr, null_rich_stat) = null_server("null-rich-authz", Some(answer));
+    let up = std::net::TcpListener::bind(("127.0.0.1", ports.upstream)).expect("bind upstream");
+    up.set_nonblocking(true).expect("nonblocking");
+    envoy::spawn_thread("upstream", move || async move {
+        let l = tokio::net::TcpListener::from_std(up).expect("listener");
+        envoy::serve_upstream(l).await
+    });
+    let mut variants = envoy::variants(!args.skip_tools, !args.skip_legacy);
+    let yaml = envoy::bootstrap(
+        &config,
+        service.grpc,
+        null_addr,
+        null_rich_addr,
+        &s.jwks,
+        &mut variants,
+    );
+    let pinned = !args.no_pin && std::thread::available_parallelism().map_or(1, |p| p.get()) >= 2;
+    let admin = ([127, 0, 0, 1], ports.envoy_admin).into();
+    let proxy = envoy::Envoy::start(&bin, &s.dir, &yaml, admin, pinned.then_some("0"));
+    if pinned {
+        pin(std::process::id(), "1");
+        pin(service.pid(), "1");
+    }
+    // Every variant must answer 200 before anything is measured.
+    for v in &variants {
+        let mut c = http1::Conn::connect(([127, 0, 0, 1], v.port()).into())
+            .await
+            .expect("connect");
+        let status = c
+            .round_trip(&envoy::request(v.host, &token))
+            .await
+            .expect("answer");
+        assert_eq!(status, 200, "{}: first request answered {status}", v.name);
+    }
+    let authz_port = variants
+        .iter()
+        .find(|v| v.chain == envoy::Chain::McpAuthz { legacy: false })
+        .expect("mcp-authz variant")
+        .port();
+    let probes = envoy::probes(authz_port, &token).await;
+    for (name, want, got) in &probes {
+        assert_eq!(got, want, "decision through Envoy changed: {name}");
+    }
+    if let Some(hold) = args.hold_seconds {
+        println!(
+            "envoy pid {}, mcp-authz pid {}; token in {}",
+            proxy.pid(),
+            service.pid(),
+            s.dir.join("token").display()
+        );
+        std::fs::write(s.dir.join("token"), &token).expect("write token");
+        for v in &variants {
+            println!("- {}: 127.0.0.1:{} (Host: {})", v.name, v.port(), v.host);
+        }
+        tokio::time::sleep(Duration::from_secs(hold)).await;
+        return;
+    }
+    let procs = envoy::Processes {
+        envoy: &proxy,
+        authz_pid: service.pid(),
+        null_stat: &null_stat,
+        null_rich_stat: &null_rich_stat,
+    };
+    let mut tallies: Vec<envoy::Tally> = variants.iter().map(|_| envoy::Tally::new()).collect();
+    for r in 0..args.rounds {
+        for (v, t) in variants.iter().zip(tallies.iter_mut()) {
+            eprintln!("envoy: round {}/{}: {}", r + 1, args.rounds, v.name);
+            envoy::round(
+                v,
+                &token,
+                args.http_connections,
+                Duration::from_millis(500),
+                Duration::from_secs_f64(args.round_seconds),
+                &procs,
+                t,
+            )
+            .await;
+        }
+    }
+    if pinned {
+        let all = format!(
+            "0-{}",
+            std::thread::available_parallelism().map_or(1, |p| p.get()) - 1
+        );
+        pin(std::process::id(), &all);
+    }
+    let ceiling = variants
+        .iter()
+        .position(|v| v.chain == envoy::Chain::Null { legacy: false } && v.host == FILES_HOST)
+        .expect("ceiling variant");
+    let none = 0;
+    let (c_rps, c_p99) = (
+        tallies[ceiling].rps(),
+        tallies[ceiling].latency.value_at_quantile(0.99) as f64,
+    );
+    println!("\n### Through Envoy 1.40 (--concurrency 1)\n");
+    println!(
+        "Decisions through the rendered config, checked before measuring: {}.\n",
+        probes
+            .iter()
+            .map(|(name, _, _)| *name)
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    println!(
+        "One Envoy process, one listener per chain, {} rounds × {} s per variant, variants \
+         alternating; {} keep-alive HTTP/1.1 connections, closed loop; the same RS256 token; \
+         `POST /mcp` with a 58-byte JSON-RPC body (per-tool rows: `tools/call`, 119 bytes, \
+         Mcp-Method/Mcp-Name). {}\n",
+        args.rounds,
+        args.round_seconds,
+        args.http_connections,
+        if pinned {
+            "Envoy pinned to CPU 0; load generator, upstream, null server and mcp-authz on CPU 1."
+        } else {
+            "No CPU pinning."
+        }
+    );
+    println!(
+        "| variant | req/s | p50 | p99 | Envoy CPU µs/req | authz server CPU µs/req | ext_authz bytes/Check | req/s vs ceiling | p99 vs ceiling | req/s vs no auth | errors |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for (v, t) in variants.iter().zip(&tallies) {
+        let p99 = t.latency.value_at_quantile(0.99) as f64;
+        let server = match v.chain {
+            envoy::Chain::McpAuthz { .. } => format!("{:.1}", t.per_request(t.authz_cpu_us)),
+            envoy::Chain::Null { .. } | envoy::Chain::NullRich => {
+                format!("{:.1} (null)", t.per_request(t.null_cpu_us))
+            }
+            _ => "—".into(),
+        };
+        let bytes = if t.authz_rq > 0 {
+            format!("{:.0}", t.authz_tx_bytes as f64 / t.authz_rq as f64)
+        } else {
+            "—".into()
+        };
+        println!(
+            "| {} | {:.0} | {} | {} | {:.1} | {server} | {bytes} | {:.3} | {:.2} | {:.2} | {} |",
+            v.name,
+            t.rps(),
+            us(t.latency.value_at_quantile(0.5)),
+            us(t.latency.value_at_quantile(0.99)),
+            t.per_request(t.envoy_cpu_us),
+            t.rps() / c_rps,
+            p99 / c_p99,
+            t.rps() / tallies[none].rps(),
+            t.errors
+        );
+    }
+}
+
+fn main() {
+    let args = Args::parse();
+    if args.what == What::NullServer {
+        // mcp-authz's runtime: multi-threaded, one worker per core unless TOKIO_WORKER_THREADS.
+        let port = args.port.expect("--port");
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(async move {
+                let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                    .await
+                    .expect("bind null server");
+                envoy::serve_null(l, None).await
+            });
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let envoy_version = if matches!(args.what, What::All | What::Envoy) {
+        let bin = envoy::find_envoy(args.envoy.as_deref());
+        Command::new(&bin)
+            .arg("--version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
+    println!("## mcp-authz load benchmark\n");
+    println!("- machine: {}", fixture::machine());
+    println!("- load average at start: {}", fixture::load_average());
+    if !envoy_version.is_empty() {
+        println!(
+            "- envoy: {}",
+            envoy_version.split_whitespace().last().unwrap_or("")
+        );
+    }
+    let s = Setup::new(args.wrap.clone());
+    rt.block_on(async {
+        if matches!(args.what, What::All | What::Direct) {
+            run_direct(&args, &s).await;
+        }
+        if matches!(args.what, What::All | What::Memory) {
+            run_memory(&args, &s).await;
+        }
+        if matches!(args.what, What::All | What::Envoy) {
+            run_envoy(&args, &s).await;
+        }
+    });
+    println!("\n- load average at end: {}", fixture::load_average());
+    let _ = std::fs::remove_dir_all(&s.dir);
+}
