@@ -11,6 +11,10 @@ use crate::token::Principal;
 
 /// How many entries one overflow evicts (amortises the scan).
 const EVICT_BATCH: usize = 64;
+/// How many entries one overflow looks at for expired ones to evict first. Bounded: scanning
+/// the whole map on every overflow made each insert at capacity cost ~50 µs under a flood of
+/// distinct tokens (benches/BENCHMARKS.md); `sweep` drops the expired entries elsewhere.
+const EVICT_SCAN: usize = 1024;
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -91,6 +95,7 @@ impl TokenCache {
             // Hash order is effectively random: evict a batch, expired entries first.
             let mut victims: Vec<Key> = map
                 .iter()
+                .take(EVICT_SCAN)
                 .filter(|(_, e)| now >= e.expires_at)
                 .map(|(k, _)| *k)
                 .take(EVICT_BATCH)
