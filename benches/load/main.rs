@@ -324,14 +324,17 @@ async fn run_direct(args: &Args, s: &Setup) {
         };
         println!("{}", direct_row(&label, &o));
         if half {
-            // Latency where a service should run: half of its measured maximum.
+            // Latency where a service should run: half of its measured maximum, offered
+            // open-loop by 16 streams on one connection (as one Envoy worker sends them).
             let rate = o.throughput() / 2.0;
-            let name = format!("repeated token at {rate:.0}/s (half of max)");
+            let name = format!("repeated token at {rate:.0}/s (half of max), 16 streams");
             let (o, _, _) = run_scenario(
                 s,
                 Scenario {
                     load: Load {
                         rate: Some(rate),
+                        concurrency: 16,
+                        connections: 1,
                         ..load
                     },
                     ..cycle("half", &name, vec![req(&ok, Headers::Lean)])
@@ -351,7 +354,8 @@ async fn run_memory(args: &Args, s: &Setup) {
         .iter()
         .map(|t| direct::check_request("files", FILES_HOST, Some(t), Headers::Lean, None))
         .collect();
-    let (service, _) = s.service("memory", args.cached_tokens, &[]);
+    // Room for the warm-up token too, so all `cached_tokens` stay cached.
+    let (service, _) = s.service("memory", args.cached_tokens + 64, &[]);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (idle, _) = fixture::rss_kib(service.pid());
     let one = s.keys.rs256(&claims(0, "files:list"));
