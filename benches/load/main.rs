@@ -626,6 +626,11 @@ fn main() {
             });
         return;
     }
+    if !args.bench {
+        // `cargo test --benches` runs bench binaries without `--bench`: compile-only there.
+        eprintln!("load benchmark: run it with `cargo bench --bench load`");
+        return;
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
