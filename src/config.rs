@@ -683,14 +683,17 @@ impl PathMatch {
     pub fn matches(&self, path: &str) -> bool {
         match self {
             PathMatch::Exact(p) => path == p,
-            PathMatch::Prefix(p) => {
-                p == "/"
-                    || path == p
-                    || (path.starts_with(p.as_str())
-                        && (p.ends_with('/') || path.as_bytes().get(p.len()) == Some(&b'/')))
-            }
+            PathMatch::Prefix(p) => segment_prefix(p, path),
         }
     }
+}
+
+/// `prefix` matches `path` on segment boundaries: `/mcp` matches `/mcp` and `/mcp/x`, not `/mcpx`.
+pub fn segment_prefix(prefix: &str, path: &str) -> bool {
+    prefix == "/"
+        || path == prefix
+        || (path.starts_with(prefix)
+            && (prefix.ends_with('/') || path.as_bytes().get(prefix.len()) == Some(&b'/')))
 }
 
 #[derive(Debug, Clone)]

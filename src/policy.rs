@@ -138,9 +138,7 @@ pub fn select_resource<'c>(
     let on_host: Vec<&Resource> = config.resources.iter().filter(|r| r.host == host).collect();
     let by_path = on_host
         .iter()
-        .filter(|r| {
-            crate::config::PathMatch::Prefix(r.path.clone()).matches(path) || r.prm_paths[0] == path
-        })
+        .filter(|r| crate::config::segment_prefix(&r.path, path) || r.prm_paths[0] == path)
         .max_by_key(|r| r.path.len());
     match (by_path, on_host.as_slice()) {
         (Some(r), _) => Ok(r),
