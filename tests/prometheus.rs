@@ -832,7 +832,9 @@ scrape_configs:
     assert_eq!(up[0]["value"][1], "1", "{up:?}");
 
     // The shipped rules load and evaluate cleanly against real series, and none fires.
-    let rules = wait_for(60, "every rule evaluated", context, move || async move {
+    // Only an evaluation that started after the series above were queryable counts: one
+    // from before the first scrape would see no data and pass vacuously.
+    let rules_now = move || async move {
         let (_, body) = get(&format!("http://{prom}/api/v1/rules")).await?;
         let v: Value = serde_json::from_str(&body).ok()?;
         let rules: Vec<Value> = v["data"]["groups"]
@@ -840,8 +842,29 @@ scrape_configs:
             .iter()
             .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
             .collect();
-        (rules.len() == ALERTS.len() && rules.iter().all(|r| r["health"] != "unknown"))
-            .then_some(rules)
+        Some(rules)
+    };
+    let seen_before: Vec<String> = rules_now()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|r| r["lastEvaluation"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let rules = wait_for(60, "every rule evaluated on scraped data", context, {
+        let seen_before = seen_before.clone();
+        move || {
+            let seen_before = seen_before.clone();
+            async move {
+                let rules = rules_now().await?;
+                let fresh = rules.len() == ALERTS.len()
+                    && rules.iter().enumerate().all(|(i, r)| {
+                        r["health"] != "unknown"
+                            && r["lastEvaluation"].as_str()
+                                != seen_before.get(i).map(String::as_str)
+                    });
+                fresh.then_some(rules)
+            }
+        }
     })
     .await;
     for r in &rules {
