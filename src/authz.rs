@@ -1,7 +1,7 @@
 //! The gRPC adapter for `envoy.service.auth.v3.Authorization/Check`: protobuf in, domain
 //! decision, protobuf out, recorded once. The only module that sees generated types.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -204,15 +204,16 @@ fn string_value(s: &str) -> Value {
 
 impl AuthzService {
     fn to_response(&self, decision: &Decision) -> CheckResponse {
-        let mut meta: HashMap<String, Value> = HashMap::new();
+        // prost-types' Struct is a BTreeMap: build it directly.
+        let mut meta: BTreeMap<String, Value> = BTreeMap::new();
         let (decision_label, reason_label) = decision.label();
         meta.insert("decision".into(), string_value(decision_label));
         meta.insert("reason".into(), string_value(reason_label));
         meta.insert("resource".into(), string_value(decision.resource()));
         match decision {
             Decision::Allow(a) => {
-                let identity = self.authorizer.config.load().identity.clone();
-                let (set, remove) = upstream_headers(&identity, a.principal.as_ref());
+                let config = self.authorizer.config.load();
+                let (set, remove) = upstream_headers(&config.identity, a.principal.as_ref());
                 meta.insert("route".into(), string_value(&a.route));
                 if let Some(p) = &a.principal {
                     for (k, v) in [("sub", &p.subject), ("client_id", &p.client_id)] {
@@ -236,9 +237,7 @@ impl AuthzService {
                         query_parameters_to_set: vec![],
                         query_parameters_to_remove: vec![],
                     })),
-                    dynamic_metadata: Some(Struct {
-                        fields: meta.into_iter().collect(),
-                    }),
+                    dynamic_metadata: Some(Struct { fields: meta }),
                 }
             }
             Decision::Deny(d) => {
@@ -256,9 +255,7 @@ impl AuthzService {
                         headers: r.headers.into_iter().map(|(k, v)| header(k, v)).collect(),
                         body: r.body,
                     })),
-                    dynamic_metadata: Some(Struct {
-                        fields: meta.into_iter().collect(),
-                    }),
+                    dynamic_metadata: Some(Struct { fields: meta }),
                 }
             }
         }

@@ -186,6 +186,9 @@ pub struct RawListen {
     /// Admin HTTP address for `/metrics`, `/healthz`, `/readyz` (default `127.0.0.1:9192`).
     #[serde(default = "default_admin")]
     pub admin: String,
+    /// Check-serving threads (default: one per CPU available to the process).
+    #[serde(default)]
+    pub workers: Option<u64>,
 }
 
 impl Default for RawListen {
@@ -193,9 +196,14 @@ impl Default for RawListen {
         Self {
             grpc: default_grpc(),
             admin: default_admin(),
+            workers: None,
         }
     }
 }
+
+/// Upper bound of `listen.workers`.
+const MAX_WORKERS: usize = 256;
+const MAX_WORKERS_U64: u64 = MAX_WORKERS as u64;
 
 fn default_grpc() -> String {
     "127.0.0.1:9191".into()
@@ -498,6 +506,9 @@ pub enum RawRule {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub grpc_addr: SocketAddr,
+    /// Check-serving threads, each a single-threaded runtime that owns the connections it is
+    /// handed (`listen.workers`).
+    pub workers: usize,
     pub admin_addr: SocketAddr,
     pub jwks: JwksSettings,
     pub identity: IdentityHeaders,
@@ -605,6 +616,18 @@ pub enum Alg {
 }
 
 impl Alg {
+    pub const ALL: [Alg; 9] = [
+        Alg::RS256,
+        Alg::RS384,
+        Alg::RS512,
+        Alg::PS256,
+        Alg::PS384,
+        Alg::PS512,
+        Alg::ES256,
+        Alg::ES384,
+        Alg::EdDSA,
+    ];
+
     pub fn parse(s: &str) -> Option<Alg> {
         Some(match s {
             "RS256" => Alg::RS256,
@@ -795,6 +818,17 @@ impl TryFrom<RawConfig> for Config {
     fn try_from(raw: RawConfig) -> Result<Self, Self::Error> {
         let grpc_addr = parse_addr("listen.grpc", &raw.listen.grpc)?;
         let admin_addr = parse_addr("listen.admin", &raw.listen.admin)?;
+        let workers = match raw.listen.workers {
+            // available_parallelism honours the cgroup CPU quota (a Kubernetes CPU limit).
+            None => std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_WORKERS)),
+            Some(n @ 1..=MAX_WORKERS_U64) => n as usize,
+            Some(_) => {
+                return Err(invalid(
+                    "listen.workers",
+                    format!("must be between 1 and {MAX_WORKERS}"),
+                ));
+            }
+        };
         let jwks = validate_jwks(&raw.jwks)?;
         let identity = validate_identity(&raw.identity)?;
         if raw.limits.max_token_bytes < 64 {
@@ -835,6 +869,7 @@ impl TryFrom<RawConfig> for Config {
         let istio = validate_istio(raw.istio, grpc_addr, &resources)?;
         Ok(Config {
             grpc_addr,
+            workers,
             admin_addr,
             jwks,
             identity,
@@ -1827,6 +1862,11 @@ resources:
                 "resources[0].routes[0].scopes[0]",
             ),
             ("listen: {grpc: nope}\nresources: []\n", "listen.grpc"),
+            ("listen: {workers: 0}\nresources: []\n", "listen.workers"),
+            (
+                "listen: {workers: 100000}\nresources: []\n",
+                "listen.workers",
+            ),
             (
                 "resources:\n  - id: a\n    uri: https://x/mcp\n    issuers: [{issuer: https://i, bogus: 1}]\n",
                 "unknown field `bogus`",

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
+use aws_lc_rs::signature::{self, ParsedPublicKey, RsaParameters, RsaPublicKeyComponents};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::DecodingKey;
@@ -79,12 +80,43 @@ pub struct Key {
     /// The JWK's own `alg`, when it names one: then only that algorithm verifies with it.
     pub alg: Option<Alg>,
     pub decoding: DecodingKey,
+    /// RSA keys parsed once per algorithm they accept: jsonwebtoken rebuilds an RSA key from
+    /// `n`/`e` on every verification, ~18 % of an RS256 check (benches/BENCHMARKS.md §1).
+    rsa: Vec<(Alg, ParsedPublicKey)>,
 }
 
 impl Key {
     pub fn accepts(&self, alg: Alg) -> bool {
         self.kind.supports(alg) && self.alg.is_none_or(|a| a == alg)
     }
+
+    /// Verify `signature` (raw bytes) over `message` with this key and `alg`; `false` for any
+    /// failure, including an algorithm the key does not accept.
+    pub fn verify(&self, alg: Alg, message: &[u8], signature: &[u8]) -> bool {
+        if !self.accepts(alg) {
+            return false;
+        }
+        if let Some((_, parsed)) = self.rsa.iter().find(|(a, _)| *a == alg) {
+            return parsed.verify_sig(message, signature).is_ok();
+        }
+        // EC and Ed25519: jsonwebtoken's aws-lc-rs verifier (parsing once gains nothing there).
+        let provider = &jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER;
+        (provider.verifier_factory)(&crate::token::jwt_alg(alg), &self.decoding)
+            .is_ok_and(|v| v.verify(message, &signature.to_vec()).is_ok())
+    }
+}
+
+/// aws-lc-rs parameters jsonwebtoken's aws_lc_rs backend uses for each RSA algorithm.
+fn rsa_params(alg: Alg) -> Option<&'static RsaParameters> {
+    Some(match alg {
+        Alg::RS256 => &signature::RSA_PKCS1_2048_8192_SHA256,
+        Alg::RS384 => &signature::RSA_PKCS1_2048_8192_SHA384,
+        Alg::RS512 => &signature::RSA_PKCS1_2048_8192_SHA512,
+        Alg::PS256 => &signature::RSA_PSS_2048_8192_SHA256,
+        Alg::PS384 => &signature::RSA_PSS_2048_8192_SHA384,
+        Alg::PS512 => &signature::RSA_PSS_2048_8192_SHA512,
+        Alg::ES256 | Alg::ES384 | Alg::EdDSA => return None,
+    })
 }
 
 impl std::fmt::Debug for Key {
@@ -222,6 +254,7 @@ fn parse_jwk(v: &Value) -> Result<Key, SkipReason> {
         None => None,
         Some(a) => Some(Alg::parse(a).ok_or(SkipReason::UnsupportedAlg)?),
     };
+    let mut rsa = vec![];
     let (kind, decoding) = match kty {
         "RSA" => {
             let n = s("n")?.ok_or(SkipReason::Malformed)?;
@@ -237,6 +270,20 @@ fn parse_jwk(v: &Value) -> Result<Key, SkipReason> {
             }
             if e_bytes.is_empty() || e_bytes.len() > 8 {
                 return Err(SkipReason::Malformed);
+            }
+            let components = RsaPublicKeyComponents {
+                n: &n_bytes[..],
+                e: &e_bytes[..],
+            };
+            for a in Alg::ALL {
+                if let Some(params) = rsa_params(a)
+                    && alg.is_none_or(|only| only == a)
+                {
+                    let parsed = components
+                        .to_parsed_public_key(params)
+                        .map_err(|_| SkipReason::Malformed)?;
+                    rsa.push((a, parsed));
+                }
             }
             (
                 KeyKind::Rsa,
@@ -284,6 +331,7 @@ fn parse_jwk(v: &Value) -> Result<Key, SkipReason> {
         kind,
         alg,
         decoding,
+        rsa,
     })
 }
 
@@ -356,6 +404,10 @@ pub struct JwksManager {
     http: reqwest::Client,
     metrics: Metrics,
     epoch: Instant,
+    /// The runtime that was current when the manager was built (the control runtime in
+    /// `serve`): unknown-kid refetches started from a Check worker's runtime run there, so
+    /// key fetching never shares a thread with Check serving.
+    control: Option<tokio::runtime::Handle>,
 }
 
 impl std::fmt::Debug for JwksManager {
@@ -403,6 +455,7 @@ impl JwksManager {
             http,
             metrics,
             epoch: Instant::now(),
+            control: tokio::runtime::Handle::try_current().ok(),
         };
         let issuers = config
             .issuers
@@ -539,11 +592,15 @@ impl JwksManager {
                     *slot = Some(rx.clone());
                     let this = self.clone();
                     let st = state.clone();
-                    tokio::spawn(async move {
+                    let fetch = async move {
                         let ok = this.refresh(&st).await.is_ok();
                         *st.inflight.lock().unwrap_or_else(|p| p.into_inner()) = None;
                         let _ = tx.send(ok);
-                    });
+                    };
+                    match &self.control {
+                        Some(control) => drop(control.spawn(fetch)),
+                        None => drop(tokio::spawn(fetch)),
+                    }
                     rx
                 }
             }
@@ -567,7 +624,7 @@ impl JwksManager {
             }
             let this = self.clone();
             let st = state.clone();
-            let task = tokio::spawn(async move {
+            let refresh = async move {
                 loop {
                     let wait = match this.refresh(&st).await {
                         Ok(Some(max_age)) => {
@@ -578,7 +635,11 @@ impl JwksManager {
                     };
                     tokio::time::sleep(wait).await;
                 }
-            });
+            };
+            let task = match &self.control {
+                Some(control) => control.spawn(refresh),
+                None => tokio::spawn(refresh),
+            };
             tasks.insert(issuer.clone(), task.abort_handle());
         }
     }
@@ -837,6 +898,51 @@ mod tests {
         n[0] = 0x80;
         n[bits / 8 - 1] = 1;
         format!(r#"{{"kty":"RSA","n":"{}","e":"AQAB"{extra}}}"#, b64(&n))
+    }
+
+    #[test]
+    fn rsa_keys_verify_each_algorithm_they_accept_and_no_other() {
+        use aws_lc_rs::signature::KeyPair;
+        let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let public = pair.public_key();
+        let jwk = |extra: &str| {
+            let v: Value = serde_json::from_str(&format!(
+                r#"{{"kty":"RSA","n":"{}","e":"{}"{extra}}}"#,
+                b64(public.modulus().big_endian_without_leading_zero()),
+                b64(public.exponent().big_endian_without_leading_zero()),
+            ))
+            .unwrap();
+            parse_jwk(&v).unwrap()
+        };
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let message = b"header.payload";
+        let sign = |params: &'static dyn signature::RsaEncoding| {
+            let mut sig = vec![0u8; pair.public_modulus_len()];
+            pair.sign(params, &rng, message, &mut sig).unwrap();
+            sig
+        };
+        let signed = [
+            (Alg::RS256, sign(&signature::RSA_PKCS1_SHA256)),
+            (Alg::RS512, sign(&signature::RSA_PKCS1_SHA512)),
+            (Alg::PS256, sign(&signature::RSA_PSS_SHA256)),
+            (Alg::PS384, sign(&signature::RSA_PSS_SHA384)),
+        ];
+        let any = jwk("");
+        for (alg, sig) in &signed {
+            assert!(any.verify(*alg, message, sig), "{alg:?}");
+            assert!(
+                !any.verify(*alg, b"header.payloaD", sig),
+                "{alg:?} tampered"
+            );
+            for (other, _) in signed.iter().filter(|(a, _)| a != alg) {
+                assert!(!any.verify(*other, message, sig), "{alg:?} as {other:?}");
+            }
+            assert!(!any.verify(Alg::ES256, message, sig));
+        }
+        // A JWK naming its algorithm verifies with that one only.
+        let only = jwk(r#","alg":"PS256""#);
+        assert!(only.verify(Alg::PS256, message, &signed[2].1));
+        assert!(!only.verify(Alg::RS256, message, &signed[0].1));
     }
 
     #[test]

@@ -49,6 +49,9 @@ enum Command {
         /// Override `listen.admin`.
         #[arg(long)]
         admin_addr: Option<SocketAddr>,
+        /// Override `listen.workers`: Check-serving threads (default: one per available CPU).
+        #[arg(long, env = "MCP_AUTHZ_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
+        workers: Option<u16>,
         /// How long in-flight Checks may take to finish on shutdown, in seconds.
         #[arg(long, default_value_t = 10)]
         drain_seconds: u64,
@@ -170,11 +173,13 @@ fn main() -> ExitCode {
             config,
             grpc_addr,
             admin_addr,
+            workers,
             drain_seconds,
         } => serve(
             config,
             grpc_addr,
             admin_addr,
+            workers,
             Duration::from_secs(drain_seconds),
         ),
         Command::CheckConfig { config } => check_config(&config),
@@ -271,6 +276,7 @@ fn serve(
     path: PathBuf,
     grpc_addr: Option<SocketAddr>,
     admin_addr: Option<SocketAddr>,
+    workers: Option<u16>,
     drain: Duration,
 ) -> anyhow::Result<()> {
     let mut config = Config::from_file(&path)?;
@@ -280,7 +286,12 @@ fn serve(
     if let Some(a) = admin_addr {
         config.admin_addr = a;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    if let Some(n) = workers {
+        config.workers = usize::from(n);
+    }
+    // The control runtime: acceptor, admin listener, key refresh, reload, signals. Checks are
+    // served on `config.workers` threads of their own (app::start).
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
@@ -370,7 +381,10 @@ fn render(what: RenderWhat) -> anyhow::Result<()> {
 fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     let c = Config::from_file(path)?;
     println!("config OK: {}", path.display());
-    println!("  grpc listener:  {}", c.grpc_addr);
+    println!(
+        "  grpc listener:  {} ({} Check workers)",
+        c.grpc_addr, c.workers
+    );
     println!("  admin listener: {}", c.admin_addr);
     for r in &c.resources {
         println!("  resource {} = {}", r.id, r.uri);

@@ -136,7 +136,7 @@ fn parse(token: &str, max_len: usize) -> Result<Parsed<'_>, TokenError> {
     })
 }
 
-fn jwt_alg(a: Alg) -> jsonwebtoken::Algorithm {
+pub(crate) fn jwt_alg(a: Alg) -> jsonwebtoken::Algorithm {
     use jsonwebtoken::Algorithm as J;
     match a {
         Alg::RS256 => J::RS256,
@@ -152,21 +152,14 @@ fn jwt_alg(a: Alg) -> jsonwebtoken::Algorithm {
 }
 
 fn verify_with(set: &KeySet, p: &Parsed<'_>, alg: Alg) -> Option<bool> {
-    let mut any = false;
-    for key in set.candidates(p.header.kid.as_deref(), alg) {
-        any = true;
-        if jsonwebtoken::crypto::verify(
-            p.signature,
-            p.signing_input.as_bytes(),
-            &key.decoding,
-            jwt_alg(alg),
-        )
-        .unwrap_or(false)
-        {
-            return Some(true);
-        }
-    }
-    any.then_some(false)
+    let mut candidates = set.candidates(p.header.kid.as_deref(), alg).peekable();
+    candidates.peek()?;
+    // RFC 7515 §2: the signature segment is base64url without padding, as jsonwebtoken decodes it.
+    let Ok(signature) = URL_SAFE_NO_PAD.decode(p.signature) else {
+        return Some(false);
+    };
+    let message = p.signing_input.as_bytes();
+    Some(candidates.any(|key| key.verify(alg, message, &signature)))
 }
 
 /// A token that passed every check, with what the cache needs to reuse the result safely.

@@ -50,41 +50,15 @@ async fn logs_never_contain_tokens_and_sigterm_exits_cleanly() {
         stderr.read_to_string(&mut s).unwrap();
         s
     });
-    let mut client = None;
-    for _ in 0..100 {
-        if let Ok(c) = mcp_authz::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::connect(format!("http://127.0.0.1:{grpc}")).await {
-            client = Some(c);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut client = client.expect("service starts");
     let claims = json!({"iss": idp.issuer, "sub": "user-1", "aud": "https://mcp.example.com/mcp", "exp": now() + 300, "scope": "files:list"});
     let good = RSA.mint(&claims);
+    let mut client = connect_when_allowed(grpc, &good).await;
     let expired = RSA.mint(
         &json!({"iss": idp.issuer, "aud": "https://mcp.example.com/mcp", "exp": now() - 300}),
     );
     let forged = format!("{}.{}", good.rsplit_once('.').unwrap().0, b64(&[7u8; 256]));
     let unknown_kid = RSA.mint_with_header(&json!({"alg":"RS256","kid":"nope"}), &claims);
     let tokens = [&good, &expired, &forged, &unknown_kid];
-    // Wait for keys so the valid token is really accepted.
-    for _ in 0..100 {
-        let a = Answer::from(
-            client
-                .check(
-                    Req::new("POST", "/mcp")
-                        .header("authorization", &format!("Bearer {good}"))
-                        .into_proto(),
-                )
-                .await
-                .unwrap()
-                .into_inner(),
-        );
-        if a.status == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     for t in tokens {
         for req in [
             Req::new("POST", "/mcp").header("authorization", &format!("Bearer {t}")),
@@ -128,6 +102,121 @@ async fn logs_never_contain_tokens_and_sigterm_exits_cleanly() {
             }
         }
     }
+}
+
+type Client = mcp_authz::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient<
+    tonic::transport::Channel,
+>;
+
+/// A client on a new connection to a `serve` process starting on `grpc`, returned once the
+/// process has keys and allows `token` (each call opens its own HTTP/2 connection).
+async fn connect_when_allowed(grpc: u16, token: &str) -> Client {
+    for _ in 0..200 {
+        if let Ok(mut c) = Client::connect(format!("http://127.0.0.1:{grpc}")).await {
+            let req = Req::new("POST", "/mcp").header("authorization", &format!("Bearer {token}"));
+            if let Ok(a) = c.check(req.into_proto()).await
+                && Answer::from(a.into_inner()).status == 200
+            {
+                return c;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the service did not start allowing the token on 127.0.0.1:{grpc}");
+}
+
+/// CPU ticks (utime + stime) of each thread of `pid` whose name starts with `prefix`.
+fn thread_ticks(pid: u32, prefix: &str) -> Vec<(String, u64)> {
+    let mut out = vec![];
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let Ok(name) = std::fs::read_to_string(dir.join("comm")) else {
+            continue;
+        };
+        let name = name.trim().to_owned();
+        if !name.starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+        // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
+        let rest: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks = rest[11].parse::<u64>().unwrap() + rest[12].parse::<u64>().unwrap();
+        out.push((name, ticks));
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_spreads_connections_over_its_check_workers() {
+    let idp = Idp::start(&[&RSA]).await;
+    let dir = tempdir();
+    let grpc = free_port();
+    let yaml = config_yaml(&idp.issuer, "", ROUTES).replace(
+        "grpc: \"127.0.0.1:0\"",
+        &format!("grpc: \"127.0.0.1:{grpc}\", workers: 1"),
+    );
+    let path = dir.join("config.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    // The flag overrides `listen.workers`.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-authz"))
+        .args(["serve", "--workers", "3", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let claims = json!({"iss": idp.issuer, "sub": "user-1", "aud": "https://mcp.example.com/mcp", "exp": now() + 300, "scope": "files:list"});
+    let token = RSA.mint(&claims);
+    let mut clients = vec![];
+    for _ in 0..3 {
+        clients.push(connect_when_allowed(grpc, &token).await);
+    }
+    let before = thread_ticks(child.id(), "check-worker-");
+    let names: Vec<&str> = before.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["check-worker-0", "check-worker-1", "check-worker-2"]
+    );
+    // Each connection went to its own worker: load on all three makes all three work.
+    let mut load = vec![];
+    for c in clients {
+        let token = token.clone();
+        load.push(tokio::spawn(async move {
+            let mut c = c;
+            for i in 0..1500 {
+                let req = Req::new("POST", "/mcp")
+                    .header("authorization", &format!("Bearer {token}"))
+                    .header("x-request-id", &i.to_string());
+                let a = Answer::from(c.check(req.into_proto()).await.unwrap().into_inner());
+                assert_eq!(a.status, 200);
+            }
+        }));
+    }
+    for l in load {
+        l.await.unwrap();
+    }
+    let after = thread_ticks(child.id(), "check-worker-");
+    for ((name, b), (_, a)) in before.iter().zip(&after) {
+        assert!(
+            a > b,
+            "{name} served none of the Checks: {before:?} -> {after:?}"
+        );
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
 }
 
 fn tempdir() -> std::path::PathBuf {
@@ -313,4 +402,34 @@ async fn shutdown_drains_in_flight_checks() {
     let answer = inflight.await.unwrap().expect("in-flight Check completed");
     assert_eq!(Answer::from(answer.into_inner()).status, 200);
     shutdown.await.unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_gives_up_on_checks_past_the_drain_timeout() {
+    let idp = Idp::start(&[&RSA]).await;
+    let yaml = config_yaml(&idp.issuer, "", ROUTES);
+    let h = Harness::start(idp, &yaml, true).await;
+    // The in-flight Check waits on a refetch slower than the drain timeout.
+    h.idp.set_mode(Mode::Slow(Duration::from_secs(4)));
+    h.idp.set_keys(&[&RSA, &RSA2]);
+    let t = RSA2.mint(&h.claims("files:list"));
+    let mut c = h.client.clone();
+    let inflight = tokio::spawn(async move {
+        c.check(
+            Req::new("POST", "/mcp")
+                .header("authorization", &format!("Bearer {t}"))
+                .into_proto(),
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    h.app.shutdown(Duration::from_millis(500)).await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "shutdown waited {took:?}, past its drain timeout"
+    );
+    let answer = inflight.await.unwrap();
+    assert!(answer.is_err(), "the Check was cut off: {answer:?}");
 }

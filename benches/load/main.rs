@@ -22,6 +22,7 @@ use direct::{Headers, Load, Outcome, Pick};
 use fixture::{FILES_HOST, Keys, Ports, Service, TOOLS_HOST, claims, mib};
 use mcp_authz::pb::envoy::service::auth::v3::{
     CheckRequest, CheckResponse, authorization_client::AuthorizationClient,
+    authorization_server::AuthorizationServer,
 };
 use prost::Message;
 
@@ -262,10 +263,10 @@ async fn run_direct(args: &Args, s: &Setup) {
             )],
         ),
         Scenario {
-            env: vec![("TOKIO_WORKER_THREADS", "1")],
+            env: vec![("MCP_AUTHZ_WORKERS", "1")],
             ..cycle(
                 "worker1",
-                "repeated token, TOKIO_WORKER_THREADS=1 (one runtime worker)",
+                "repeated token, MCP_AUTHZ_WORKERS=1 (one Check worker)",
                 vec![req(&ok, Headers::Lean)],
             )
         },
@@ -612,9 +613,14 @@ async fn run_envoy(args: &Args, s: &Setup) {
 fn main() {
     let args = Args::parse();
     if args.what == What::NullServer {
-        // mcp-authz's runtime: multi-threaded, one worker per core unless TOKIO_WORKER_THREADS.
+        // Served like mcp-authz serves Check: a control runtime accepting, one single-threaded
+        // runtime per worker (one per core unless MCP_AUTHZ_WORKERS), connections round robin.
         let port = args.port.expect("--port");
-        tokio::runtime::Builder::new_multi_thread()
+        let workers = std::env::var("MCP_AUTHZ_WORKERS")
+            .ok()
+            .and_then(|w| w.parse().ok())
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime")
@@ -622,7 +628,11 @@ fn main() {
                 let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
                     .await
                     .expect("bind null server");
-                envoy::serve_null(l, None).await
+                let routes =
+                    tonic::service::Routes::new(AuthorizationServer::new(envoy::Null(None)));
+                mcp_authz::app::serve_forever(l, workers, routes)
+                    .await
+                    .expect("null server")
             });
         return;
     }
