@@ -71,15 +71,7 @@ async fn logs_never_contain_tokens_and_sigterm_exits_cleanly() {
         }
     }
     // SIGTERM: graceful shutdown, exit 0.
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
-    assert!(exit.success(), "exit status {exit:?}");
+    sigterm_exits_cleanly(child).await;
     let logs = reader.join().unwrap();
     assert!(
         logs.contains("\"reason\":\"token_expired\""),
@@ -125,6 +117,19 @@ async fn connect_when_allowed(grpc: u16, token: &str) -> Client {
     panic!("the service did not start allowing the token on 127.0.0.1:{grpc}");
 }
 
+/// SIGTERM `child`: it must drain and exit 0.
+async fn sigterm_exits_cleanly(mut child: std::process::Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+}
+
 /// CPU ticks (utime + stime) of each thread of `pid` whose name starts with `prefix`.
 fn thread_ticks(pid: u32, prefix: &str) -> Vec<(String, u64)> {
     let mut out = vec![];
@@ -164,7 +169,7 @@ async fn serve_spreads_connections_over_its_check_workers() {
     let path = dir.join("config.yaml");
     std::fs::write(&path, yaml).unwrap();
     // The flag overrides `listen.workers`.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-authz"))
+    let child = Command::new(env!("CARGO_BIN_EXE_mcp-authz"))
         .args(["serve", "--workers", "3", "--config"])
         .arg(&path)
         .stdout(Stdio::null())
@@ -208,15 +213,7 @@ async fn serve_spreads_connections_over_its_check_workers() {
             "{name} served none of the Checks: {before:?} -> {after:?}"
         );
     }
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
-    assert!(exit.success(), "exit status {exit:?}");
+    sigterm_exits_cleanly(child).await;
 }
 
 fn tempdir() -> std::path::PathBuf {
