@@ -36,15 +36,17 @@ async fn logs_never_contain_tokens_and_sigterm_exits_cleanly() {
         );
     let path = dir.join("config.yaml");
     std::fs::write(&path, yaml).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-authz"))
-        .args(["--log-format", "json", "serve", "--config"])
-        .arg(&path)
-        .env("RUST_LOG", "trace")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = child.stderr.take().unwrap();
+    let mut child = Serve(Some(
+        Command::new(env!("CARGO_BIN_EXE_mcp-authz"))
+            .args(["--log-format", "json", "serve", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "trace")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
+    let mut stderr = child.0.as_mut().unwrap().stderr.take().unwrap();
     let reader = std::thread::spawn(move || {
         let mut s = String::new();
         stderr.read_to_string(&mut s).unwrap();
@@ -117,8 +119,27 @@ async fn connect_when_allowed(grpc: u16, token: &str) -> Client {
     panic!("the service did not start allowing the token on 127.0.0.1:{grpc}");
 }
 
+/// A `serve` process, killed if the test fails before it is stopped.
+struct Serve(Option<std::process::Child>);
+
+impl Serve {
+    fn id(&self) -> u32 {
+        self.0.as_ref().unwrap().id()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// SIGTERM `child`: it must drain and exit 0.
-async fn sigterm_exits_cleanly(mut child: std::process::Child) {
+async fn sigterm_exits_cleanly(mut serve: Serve) {
+    let mut child = serve.0.take().unwrap();
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -169,13 +190,15 @@ async fn serve_spreads_connections_over_its_check_workers() {
     let path = dir.join("config.yaml");
     std::fs::write(&path, yaml).unwrap();
     // The flag overrides `listen.workers`.
-    let child = Command::new(env!("CARGO_BIN_EXE_mcp-authz"))
-        .args(["serve", "--workers", "3", "--config"])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = Serve(Some(
+        Command::new(env!("CARGO_BIN_EXE_mcp-authz"))
+            .args(["serve", "--workers", "3", "--config"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
     let claims = json!({"iss": idp.issuer, "sub": "user-1", "aud": "https://mcp.example.com/mcp", "exp": now() + 300, "scope": "files:list"});
     let token = RSA.mint(&claims);
     let mut clients = vec![];

@@ -26,7 +26,6 @@ use crate::http1;
 
 const EXT_AUTHZ: &str = "envoy.filters.http.ext_authz";
 const NULL_CLUSTER: &str = "null_authz";
-const NULL_RICH_CLUSTER: &str = "null_rich_authz";
 
 /// The real Envoy binary (not the venv's Python shim), so its PID is Envoy's.
 pub fn find_envoy(explicit: Option<&Path>) -> PathBuf {
@@ -60,12 +59,51 @@ pub enum Chain {
     Null {
         legacy: bool,
     },
-    /// ext_authz to a null server answering with mcp-authz's own allow response (identity
-    /// headers, dynamic metadata): Envoy's cost of applying that answer.
-    NullRich,
+    /// ext_authz to a null server answering with mcp-authz's own allow response, or a part of
+    /// it: Envoy's cost of applying that answer.
+    NullRich(Answer),
     McpAuthz {
         legacy: bool,
     },
+}
+
+/// Which part of mcp-authz's allow answer a null server sends back.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Answer {
+    /// Identity headers and dynamic metadata, as mcp-authz answers.
+    Full,
+    /// The identity headers only.
+    Headers,
+    /// The dynamic metadata only.
+    Metadata,
+}
+
+impl Answer {
+    pub const ALL: [Answer; 3] = [Answer::Full, Answer::Headers, Answer::Metadata];
+
+    pub fn cluster(self) -> &'static str {
+        match self {
+            Answer::Full => "null_rich_authz",
+            Answer::Headers => "null_headers_authz",
+            Answer::Metadata => "null_metadata_authz",
+        }
+    }
+
+    /// `full` cut down to this part.
+    pub fn of(self, full: &CheckResponse) -> CheckResponse {
+        let mut a = full.clone();
+        match self {
+            Answer::Full => {}
+            Answer::Headers => a.dynamic_metadata = None,
+            Answer::Metadata => {
+                if let Some(HttpResponse::OkResponse(ok)) = a.http_response.as_mut() {
+                    ok.headers.clear();
+                    ok.headers_to_remove.clear();
+                }
+            }
+        }
+        a
+    }
 }
 
 pub struct Variant {
@@ -83,7 +121,7 @@ impl Variant {
 }
 
 /// The variants of one run, in round order.
-pub fn variants(with_tools: bool, legacy: bool) -> Vec<Variant> {
+pub fn variants(with_tools: bool, legacy: bool, answer_parts: bool) -> Vec<Variant> {
     let mut v = vec![
         ("no auth", Chain::NoAuth, FILES_HOST),
         ("jwt_authn + RBAC", Chain::JwtRbac, FILES_HOST),
@@ -94,7 +132,7 @@ pub fn variants(with_tools: bool, legacy: bool) -> Vec<Variant> {
         ),
         (
             "ext_authz → null answering like mcp-authz",
-            Chain::NullRich,
+            Chain::NullRich(Answer::Full),
             FILES_HOST,
         ),
         (
@@ -103,6 +141,18 @@ pub fn variants(with_tools: bool, legacy: bool) -> Vec<Variant> {
             FILES_HOST,
         ),
     ];
+    if answer_parts {
+        v.push((
+            "ext_authz → null answering with mcp-authz's identity headers only",
+            Chain::NullRich(Answer::Headers),
+            FILES_HOST,
+        ));
+        v.push((
+            "ext_authz → null answering with mcp-authz's dynamic metadata only",
+            Chain::NullRich(Answer::Metadata),
+            FILES_HOST,
+        ));
+    }
     if legacy {
         v.push((
             "ext_authz → null, pre-lean config",
@@ -308,7 +358,7 @@ pub fn bootstrap(
     config: &Config,
     authz: SocketAddr,
     null: SocketAddr,
-    null_rich: SocketAddr,
+    null_rich: &[(Answer, SocketAddr)],
     jwks: &str,
     variants: &mut [Variant],
 ) -> String {
@@ -353,7 +403,7 @@ pub fn bootstrap(
         }
         let cluster = match v.chain {
             Chain::Null { .. } => Some(NULL_CLUSTER),
-            Chain::NullRich => Some(NULL_RICH_CLUSTER),
+            Chain::NullRich(a) => Some(a.cluster()),
             _ => None,
         };
         if let Some(cluster) = cluster {
@@ -380,7 +430,9 @@ pub fn bootstrap(
         .find(|c| c.get("name").and_then(Value::as_str) == Some(render::AUTHZ_CLUSTER))
         .cloned()
         .expect("authz cluster");
-    for (name, addr) in [(NULL_CLUSTER, null), (NULL_RICH_CLUSTER, null_rich)] {
+    let nulls = std::iter::once((NULL_CLUSTER, null))
+        .chain(null_rich.iter().map(|(a, addr)| (a.cluster(), *addr)));
+    for (name, addr) in nulls {
         let mut c = authz_cluster.clone();
         *at(&mut c, &["name"]) = name.into();
         *at(&mut c, &["load_assignment", "cluster_name"]) = name.into();
@@ -655,7 +707,7 @@ pub struct Processes<'a> {
     pub envoy: &'a Envoy,
     pub authz_pid: u32,
     pub null_stat: &'a str,
-    pub null_rich_stat: &'a str,
+    pub null_rich_stat: &'a [(Answer, String)],
 }
 
 /// One round: `connections` keep-alive connections in a closed loop for `warmup + duration`.
@@ -675,14 +727,17 @@ pub async fn round(
     let end = measure_from + duration;
     let cluster = match v.chain {
         Chain::Null { .. } => Some(NULL_CLUSTER),
-        Chain::NullRich => Some(NULL_RICH_CLUSTER),
+        Chain::NullRich(a) => Some(a.cluster()),
         Chain::McpAuthz { .. } => Some(render::AUTHZ_CLUSTER),
         _ => None,
     };
-    let null_stat = if v.chain == Chain::NullRich {
-        p.null_rich_stat
-    } else {
-        p.null_stat
+    let null_stat = match v.chain {
+        Chain::NullRich(a) => p
+            .null_rich_stat
+            .iter()
+            .find(|(b, _)| *b == a)
+            .map_or(p.null_stat, |(_, s)| s.as_str()),
+        _ => p.null_stat,
     };
     let mut tasks = Vec::new();
     for _ in 0..connections {

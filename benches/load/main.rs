@@ -62,6 +62,10 @@ struct Args {
     /// Skip the per-tool route (JSON-RPC body inspected) variants.
     #[arg(long)]
     skip_tools: bool,
+    /// Skip the null servers answering with part of mcp-authz's answer (headers only,
+    /// metadata only).
+    #[arg(long)]
+    skip_answer_parts: bool,
     /// Do not pin Envoy to CPU 0 and everything else to CPU 1.
     #[arg(long)]
     no_pin: bool,
@@ -459,19 +463,26 @@ async fn run_envoy(args: &Args, s: &Setup) {
         (addr, stat)
     };
     let (null_addr, null_stat) = null_server("null-authz", None);
-    let (null_rich_addr, null_rich_stat) = null_server("null-rich-authz", Some(answer));
+    let mut null_rich_addrs = vec![];
+    let mut null_rich_stats = vec![];
+    for a in envoy::Answer::ALL {
+        let (addr, stat) = null_server(a.cluster(), Some(a.of(&answer)));
+        null_rich_addrs.push((a, addr));
+        null_rich_stats.push((a, stat));
+    }
     let up = std::net::TcpListener::bind(("127.0.0.1", ports.upstream)).expect("bind upstream");
     up.set_nonblocking(true).expect("nonblocking");
     envoy::spawn_thread("upstream", move || async move {
         let l = tokio::net::TcpListener::from_std(up).expect("listener");
         envoy::serve_upstream(l).await
     });
-    let mut variants = envoy::variants(!args.skip_tools, !args.skip_legacy);
+    let mut variants =
+        envoy::variants(!args.skip_tools, !args.skip_legacy, !args.skip_answer_parts);
     let yaml = envoy::bootstrap(
         &config,
         service.grpc,
         null_addr,
-        null_rich_addr,
+        &null_rich_addrs,
         &s.jwks,
         &mut variants,
     );
@@ -520,7 +531,7 @@ async fn run_envoy(args: &Args, s: &Setup) {
         envoy: &proxy,
         authz_pid: service.pid(),
         null_stat: &null_stat,
-        null_rich_stat: &null_rich_stat,
+        null_rich_stat: &null_rich_stats,
     };
     let mut tallies: Vec<envoy::Tally> = variants.iter().map(|_| envoy::Tally::new()).collect();
     for r in 0..args.rounds {
@@ -585,7 +596,7 @@ async fn run_envoy(args: &Args, s: &Setup) {
         let p99 = t.latency.value_at_quantile(0.99) as f64;
         let server = match v.chain {
             envoy::Chain::McpAuthz { .. } => format!("{:.1}", t.per_request(t.authz_cpu_us)),
-            envoy::Chain::Null { .. } | envoy::Chain::NullRich => {
+            envoy::Chain::Null { .. } | envoy::Chain::NullRich(_) => {
                 format!("{:.1} (null)", t.per_request(t.null_cpu_us))
             }
             _ => "—".into(),
