@@ -360,10 +360,25 @@ fn start_workers(
                     continue;
                 }
             };
-            let queue = &queues[next % queues.len()];
-            next = next.wrapping_add(1);
-            if queue.send(stream).await.is_err() {
-                tracing::error!("a Check worker has stopped; connection dropped");
+            // Round robin over the workers still running; a stopped one gets nothing more.
+            let mut pending = stream;
+            let mut handed = false;
+            for _ in 0..queues.len() {
+                let queue = &queues[next % queues.len()];
+                next = next.wrapping_add(1);
+                match queue.send(pending).await {
+                    Ok(()) => {
+                        handed = true;
+                        break;
+                    }
+                    Err(mpsc::error::SendError(back)) => {
+                        tracing::error!("a Check worker has stopped; trying the next one");
+                        pending = back;
+                    }
+                }
+            }
+            if !handed {
+                tracing::error!("no Check worker is running; connection dropped");
             }
         }
         // Dropping the queues ends every worker's incoming stream.
