@@ -967,12 +967,14 @@ fn validate_istio(
     resources: &[Resource],
 ) -> Result<IstioSettings, ConfigError> {
     // Istio's provider name is free text, but it is also written into AuthorizationPolicies
-    // and shell commands: keep it to a label-like charset.
-    if !is_label_name(&raw.provider) {
+    // and shell commands: keep it to a label-like charset. `render istio` adds `-body` for the
+    // provider that sends request bodies.
+    if !is_label_name(&raw.provider) || !is_label_name(&format!("{}-body", raw.provider)) {
         return Err(invalid(
             "istio.provider",
             format!(
-                "{:?} must use letters, digits, '-', '_' and '.' (at most 63)",
+                "{:?} must use letters, digits, '-', '_' and '.' (at most 58, so that its \
+                 `-body` variant fits in 63)",
                 raw.provider
             ),
         ));
@@ -1775,6 +1777,10 @@ resources:
             "    files: {namespace: mcp, selector: {app: files}, destination: files.mcp:8080}\n";
         let cases: &[(String, &str)] = &[
             (with("  provider: 'a b'\n"), "istio.provider"),
+            (
+                with(&format!("  provider: {}\n", "p".repeat(59))),
+                "istio.provider",
+            ),
             (with("  namespace: Auth_Z\n"), "istio.namespace"),
             (with("  service: ''\n"), "istio.service"),
             (with("  port: 0\n"), "istio.port"),

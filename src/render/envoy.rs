@@ -7,8 +7,8 @@ use serde_yaml::Value;
 
 use super::{
     CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_EXPOSE_HEADERS, CORS_MAX_AGE, Origins,
-    PRM_CACHE_CONTROL, PRM_CORS_ALLOW_METHODS, RenderError, duration, group_by_host, obj, prm_json,
-    seq,
+    PRM_CACHE_CONTROL, PRM_CORS_ALLOW_METHODS, RenderError, duration, group_by_host, inspects_body,
+    obj, prm_json, seq,
 };
 use crate::config::{Config, EscapedSlashes, RESOURCE_CONTEXT_KEY, Resource};
 
@@ -471,7 +471,7 @@ fn upstream_route(name: String, matcher: Value, r: &Resource, max_request_bytes:
     // MCP rules; elsewhere Envoy neither buffers it nor copies it into the Check. Raw bytes so
     // mcp-authz can parse strictly (duplicate keys); a body over the cap arrives cut and
     // marked `x-envoy-auth-partial-body: true`, which mcp-authz refuses with 413.
-    if r.routes.iter().any(|route| route.mcp.is_some()) {
+    if inspects_body(r) {
         check_settings.push((
             "with_request_body",
             obj([

@@ -120,6 +120,12 @@ pub fn prm_json(resource: &Resource) -> String {
 }
 
 /// Resources grouped by host, in configuration order (hosts by first appearance).
+/// Whether mcp-authz needs `r`'s request bodies: only when its policy has MCP rules (the
+/// JSON-RPC method, tool, resource or prompt name are part of the decision).
+pub(crate) fn inspects_body(r: &Resource) -> bool {
+    r.routes.iter().any(|route| route.mcp.is_some())
+}
+
 pub(crate) fn group_by_host(resources: &[Resource]) -> Vec<(&str, Vec<&Resource>)> {
     let mut out: Vec<(&str, Vec<&Resource>)> = Vec::new();
     for r in resources {
