@@ -396,13 +396,17 @@ async fn configmap_symlink_swap_is_picked_up() {
     );
 }
 
-#[tokio::test]
-async fn shutdown_drains_in_flight_checks() {
+type Inflight = tokio::task::JoinHandle<
+    Result<tonic::Response<mcp_authz::pb::envoy::service::auth::v3::CheckResponse>, tonic::Status>,
+>;
+
+/// A started service with one Check in flight: the next key fetch answers after `fetch`, and
+/// the Check carries a token with a new kid, so it waits on that refetch.
+async fn check_waiting_on_a_slow_refetch(fetch: Duration) -> (Harness, Inflight) {
     let idp = Idp::start(&[&RSA]).await;
     let yaml = config_yaml(&idp.issuer, "", ROUTES);
     let h = Harness::start(idp, &yaml, true).await;
-    // Make the next fetch slow, then send a token with a new kid: its Check waits on the refetch.
-    h.idp.set_mode(Mode::Slow(Duration::from_millis(1500)));
+    h.idp.set_mode(Mode::Slow(fetch));
     h.idp.set_keys(&[&RSA, &RSA2]);
     let t = RSA2.mint(&h.claims("files:list"));
     let mut c = h.client.clone();
@@ -415,6 +419,12 @@ async fn shutdown_drains_in_flight_checks() {
         .await
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
+    (h, inflight)
+}
+
+#[tokio::test]
+async fn shutdown_drains_in_flight_checks() {
+    let (h, inflight) = check_waiting_on_a_slow_refetch(Duration::from_millis(1500)).await;
     let ready = h.app.ready.clone();
     let shutdown = tokio::spawn(h.app.shutdown(Duration::from_secs(5)));
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -426,23 +436,8 @@ async fn shutdown_drains_in_flight_checks() {
 
 #[tokio::test]
 async fn shutdown_gives_up_on_checks_past_the_drain_timeout() {
-    let idp = Idp::start(&[&RSA]).await;
-    let yaml = config_yaml(&idp.issuer, "", ROUTES);
-    let h = Harness::start(idp, &yaml, true).await;
     // The in-flight Check waits on a refetch slower than the drain timeout.
-    h.idp.set_mode(Mode::Slow(Duration::from_secs(4)));
-    h.idp.set_keys(&[&RSA, &RSA2]);
-    let t = RSA2.mint(&h.claims("files:list"));
-    let mut c = h.client.clone();
-    let inflight = tokio::spawn(async move {
-        c.check(
-            Req::new("POST", "/mcp")
-                .header("authorization", &format!("Bearer {t}"))
-                .into_proto(),
-        )
-        .await
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (h, inflight) = check_waiting_on_a_slow_refetch(Duration::from_secs(4)).await;
     let started = std::time::Instant::now();
     h.app.shutdown(Duration::from_millis(500)).await;
     let took = started.elapsed();
