@@ -58,7 +58,10 @@ fn blessing() -> bool {
 fn check_generated(rel: &str, fresh: &str) {
     let path = repo().join(rel);
     if blessing() {
-        std::fs::write(&path, fresh).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        // Write beside it and rename: other tests read these files while this one runs.
+        let tmp = path.with_extension("blessing");
+        std::fs::write(&tmp, fresh).unwrap_or_else(|e| panic!("{}: {e}", tmp.display()));
+        std::fs::rename(&tmp, &path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         return;
     }
     let shipped = std::fs::read_to_string(&path).unwrap_or_default();
