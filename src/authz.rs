@@ -237,7 +237,12 @@ impl AuthzService {
                         query_parameters_to_set: vec![],
                         query_parameters_to_remove: vec![],
                     })),
-                    dynamic_metadata: Some(Struct { fields: meta }),
+                    // Envoy copies every field into the stream's metadata: leave it out when
+                    // nothing reads it (identity.dynamic_metadata: false).
+                    dynamic_metadata: config
+                        .identity
+                        .dynamic_metadata
+                        .then_some(Struct { fields: meta }),
                 }
             }
             Decision::Deny(d) => {

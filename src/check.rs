@@ -466,11 +466,14 @@ pub fn upstream_headers(
 ) -> (Vec<(String, String)>, Vec<String>) {
     let mut set = Vec::new();
     let mut remove = Vec::new();
-    let values: [(&str, Option<String>); 4] = match principal {
+    let values: [(&Option<String>, Option<String>); 4] = match principal {
         Some(p) => [
             (&identity.subject, p.subject.clone()),
             (&identity.client_id, p.client_id.clone()),
-            (&identity.scopes, Some(p.scopes.joined())),
+            (
+                &identity.scopes,
+                identity.scopes.as_ref().map(|_| p.scopes.joined()),
+            ),
             (&identity.issuer, Some(p.issuer.clone())),
         ],
         None => [
@@ -481,6 +484,8 @@ pub fn upstream_headers(
         ],
     };
     for (name, value) in values {
+        // A header configured as `null` is left alone: neither set nor stripped.
+        let Some(name) = name else { continue };
         match value.filter(|v| header_safe(v)) {
             Some(v) => set.push((name.to_owned(), v)),
             None => remove.push(name.to_owned()),
@@ -597,12 +602,13 @@ mod tests {
 
     #[test]
     fn identity_headers_set_or_removed_never_both() {
-        let id = IdentityHeaders {
-            subject: "x-sub".into(),
-            client_id: "x-client".into(),
-            scopes: "x-scopes".into(),
-            issuer: "x-iss".into(),
+        let mut id = IdentityHeaders {
+            subject: Some("x-sub".into()),
+            client_id: Some("x-client".into()),
+            scopes: Some("x-scopes".into()),
+            issuer: Some("x-iss".into()),
             forward_authorization: false,
+            dynamic_metadata: true,
         };
         let p = Principal {
             issuer: "https://iam".into(),
@@ -623,6 +629,14 @@ mod tests {
         let (set, remove) = upstream_headers(&id, None);
         assert!(set.is_empty());
         assert_eq!(remove, vec!["x-sub", "x-client", "x-scopes", "x-iss"]);
+        // Headers configured as null are neither set nor stripped.
+        (id.subject, id.scopes) = (None, None);
+        let (set, remove) = upstream_headers(&id, Some(&p));
+        assert_eq!(set, vec![("x-iss".into(), "https://iam".into())]);
+        assert_eq!(remove, vec!["x-client", "authorization"]);
+        let (set, remove) = upstream_headers(&id, None);
+        assert!(set.is_empty());
+        assert_eq!(remove, vec!["x-client", "x-iss"]);
     }
 
     #[test]

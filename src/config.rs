@@ -278,21 +278,25 @@ fn d1mib() -> usize {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawIdentity {
-    /// Header carrying the token's `sub` (default `x-mcp-authz-subject`).
+    /// Header carrying the token's `sub` (default `x-mcp-authz-subject`; `null`: not sent).
     #[serde(default = "h_sub")]
-    pub subject_header: String,
+    pub subject_header: Option<String>,
     /// Header carrying the client id from `client_id` or `azp` (default `x-mcp-authz-client-id`).
     #[serde(default = "h_client")]
-    pub client_id_header: String,
+    pub client_id_header: Option<String>,
     /// Header carrying the granted scopes, space-separated (default `x-mcp-authz-scopes`).
     #[serde(default = "h_scopes")]
-    pub scopes_header: String,
+    pub scopes_header: Option<String>,
     /// Header carrying the token's issuer (default `x-mcp-authz-issuer`).
     #[serde(default = "h_iss")]
-    pub issuer_header: String,
+    pub issuer_header: Option<String>,
     /// Forward the client's `Authorization` header upstream (default true).
     #[serde(default = "dtrue")]
     pub forward_authorization: bool,
+    /// Attach dynamic metadata (identity, route, decision) to allow answers (default true;
+    /// denials always carry it).
+    #[serde(default = "dtrue")]
+    pub dynamic_metadata: bool,
 }
 
 impl Default for RawIdentity {
@@ -301,17 +305,17 @@ impl Default for RawIdentity {
     }
 }
 
-fn h_sub() -> String {
-    "x-mcp-authz-subject".into()
+fn h_sub() -> Option<String> {
+    Some("x-mcp-authz-subject".into())
 }
-fn h_client() -> String {
-    "x-mcp-authz-client-id".into()
+fn h_client() -> Option<String> {
+    Some("x-mcp-authz-client-id".into())
 }
-fn h_scopes() -> String {
-    "x-mcp-authz-scopes".into()
+fn h_scopes() -> Option<String> {
+    Some("x-mcp-authz-scopes".into())
 }
-fn h_iss() -> String {
-    "x-mcp-authz-issuer".into()
+fn h_iss() -> Option<String> {
+    Some("x-mcp-authz-issuer".into())
 }
 fn dtrue() -> bool {
     true
@@ -574,16 +578,22 @@ pub struct JwksSettings {
 
 #[derive(Debug, Clone)]
 pub struct IdentityHeaders {
-    pub subject: String,
-    pub client_id: String,
-    pub scopes: String,
-    pub issuer: String,
+    /// Header names; `None`: that header is neither set nor stripped.
+    pub subject: Option<String>,
+    pub client_id: Option<String>,
+    pub scopes: Option<String>,
+    pub issuer: Option<String>,
     pub forward_authorization: bool,
+    /// Dynamic metadata on allow answers.
+    pub dynamic_metadata: bool,
 }
 
 impl IdentityHeaders {
-    pub fn all(&self) -> [&str; 4] {
+    /// The identity header names in use.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
         [&self.subject, &self.client_id, &self.scopes, &self.issuer]
+            .into_iter()
+            .filter_map(|h| h.as_deref())
     }
 }
 
@@ -1149,15 +1159,21 @@ fn validate_header_name(at: &str, name: &str) -> Result<String, ConfigError> {
 }
 
 fn validate_identity(i: &RawIdentity) -> Result<IdentityHeaders, ConfigError> {
-    let h = IdentityHeaders {
-        subject: validate_header_name("identity.subject_header", &i.subject_header)?,
-        client_id: validate_header_name("identity.client_id_header", &i.client_id_header)?,
-        scopes: validate_header_name("identity.scopes_header", &i.scopes_header)?,
-        issuer: validate_header_name("identity.issuer_header", &i.issuer_header)?,
-        forward_authorization: i.forward_authorization,
+    let name = |at: &str, v: &Option<String>| {
+        v.as_deref()
+            .map(|n| validate_header_name(at, n))
+            .transpose()
     };
-    let distinct: BTreeSet<&str> = h.all().into_iter().collect();
-    if distinct.len() != 4 {
+    let h = IdentityHeaders {
+        subject: name("identity.subject_header", &i.subject_header)?,
+        client_id: name("identity.client_id_header", &i.client_id_header)?,
+        scopes: name("identity.scopes_header", &i.scopes_header)?,
+        issuer: name("identity.issuer_header", &i.issuer_header)?,
+        forward_authorization: i.forward_authorization,
+        dynamic_metadata: i.dynamic_metadata,
+    };
+    let distinct: BTreeSet<&str> = h.names().collect();
+    if distinct.len() != h.names().count() {
         return Err(invalid(
             "identity",
             "identity header names must be distinct",
@@ -1741,7 +1757,8 @@ resources:
         assert_eq!(r.authorization_servers, vec!["https://iam.example.com"]);
         assert_eq!(c.issuers[0].source, KeySource::Discovery);
         assert_eq!(c.grpc_addr.to_string(), "127.0.0.1:9191");
-        assert_eq!(c.identity.subject, "x-mcp-authz-subject");
+        assert_eq!(c.identity.subject.as_deref(), Some("x-mcp-authz-subject"));
+        assert!(c.identity.dynamic_metadata);
         assert!(c.identity.forward_authorization);
     }
 

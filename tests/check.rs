@@ -112,6 +112,38 @@ async fn valid_token_is_allowed_with_identity_headers() {
 }
 
 #[tokio::test]
+async fn identity_headers_set_to_null_and_metadata_off_leave_the_answer_lean() {
+    let idp = Idp::start(&[&RSA]).await;
+    let identity = "identity: {subject_header: null, client_id_header: null, \
+                    scopes_header: x-granted, dynamic_metadata: false}";
+    let yaml = config_yaml(&idp.issuer, identity, ROUTES);
+    let mut h = Harness::start(idp, &yaml, true).await;
+    let token = RSA.mint(&h.claims("files:list files:read"));
+    let req = Req::new("POST", "/mcp")
+        .header("authorization", &format!("Bearer {token}"))
+        .header("x-mcp-authz-subject", "spoofed-admin");
+    let a = h.check(req).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    let mut set: Vec<_> = a.headers.keys().map(String::as_str).collect();
+    set.sort_unstable();
+    assert_eq!(set, ["x-granted", "x-mcp-authz-issuer"]);
+    assert_eq!(a.headers["x-granted"], "files:list files:read");
+    // Not configured, so neither set nor stripped: the MCP server must not read it.
+    assert!(a.removed.is_empty(), "{:?}", a.removed);
+    assert!(a.metadata.is_empty(), "{:?}", a.metadata);
+    // Denials still carry their metadata (for access logs).
+    let list_only = RSA.mint(&h.claims("files:list"));
+    let a = h.bearer("GET", "/mcp/files/x", &list_only).await;
+    assert_eq!(a.status, 403);
+    assert_eq!(a.reason(), "insufficient_scope");
+    // Distinctness is checked among the headers in use.
+    let clash = "identity: {subject_header: null, client_id_header: x-a, scopes_header: x-a}";
+    let err =
+        mcp_authz::config::Config::from_yaml(&config_yaml("https://i", clash, ROUTES)).unwrap_err();
+    assert!(err.to_string().contains("distinct"), "{err}");
+}
+
+#[tokio::test]
 async fn public_routes_prm_and_preflight_need_no_token() {
     let mut h = Harness::standard().await;
     for req in [

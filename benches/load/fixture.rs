@@ -167,9 +167,20 @@ impl Ports {
     }
 }
 
+/// What `identity:` holds with `--lean-answer`: no identity headers, no dynamic metadata, so
+/// an allow is a bare OK (what the answer costs Envoy, measured by difference).
+pub const LEAN_IDENTITY: &str = "identity: {subject_header: null, client_id_header: null, \
+     scopes_header: null, issuer_header: null, dynamic_metadata: false}\n";
+
 /// The mcp-authz configuration every scenario uses: `files` (route scopes only) and `tools`
-/// (per-tool rules on the JSON-RPC body), one issuer with a local JWKS file.
-pub fn config_yaml(ports: &Ports, jwks_file: &Path, cache_entries: usize) -> String {
+/// (per-tool rules on the JSON-RPC body), one issuer with a local JWKS file; `identity` is
+/// inserted as is (empty for the defaults).
+pub fn config_yaml(
+    ports: &Ports,
+    jwks_file: &Path,
+    cache_entries: usize,
+    identity: &str,
+) -> String {
     let issuer = format!(
         "      - issuer: {ISSUER}\n        jwks_file: {}\n        algorithms: [RS256, EdDSA]\n",
         jwks_file.display()
@@ -178,7 +189,7 @@ pub fn config_yaml(ports: &Ports, jwks_file: &Path, cache_entries: usize) -> Str
         r#"listen: {{grpc: "127.0.0.1:{grpc}", admin: "127.0.0.1:{admin}"}}
 limits:
   token_cache_entries: {cache_entries}
-envoy:
+{identity}envoy:
   listen: 127.0.0.1:10000
   admin: 127.0.0.1:{envoy_admin}
   authz_address: 127.0.0.1:{grpc}

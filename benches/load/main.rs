@@ -66,6 +66,10 @@ struct Args {
     /// metadata only).
     #[arg(long)]
     skip_answer_parts: bool,
+    /// Run mcp-authz with every identity header `null` and `identity.dynamic_metadata: false`:
+    /// its allow is a bare OK.
+    #[arg(long)]
+    lean_answer: bool,
     /// Do not pin Envoy to CPU 0 and everything else to CPU 1.
     #[arg(long)]
     no_pin: bool,
@@ -122,6 +126,8 @@ fn quantiles(h: &Histogram<u64>) -> [String; 4] {
 
 struct Setup {
     wrap: Option<String>,
+    /// `identity:` section for every service (`--lean-answer`), else empty.
+    identity: &'static str,
     dir: PathBuf,
     keys: Keys,
     jwks: String,
@@ -129,7 +135,7 @@ struct Setup {
 }
 
 impl Setup {
-    fn new(wrap: Option<String>) -> Setup {
+    fn new(wrap: Option<String>, lean_answer: bool) -> Setup {
         let dir = fixture::work_dir();
         let keys = Keys::generate();
         let jwks = keys.jwks().to_string();
@@ -137,6 +143,11 @@ impl Setup {
         std::fs::write(&jwks_file, &jwks).expect("write jwks");
         Setup {
             wrap,
+            identity: if lean_answer {
+                fixture::LEAN_IDENTITY
+            } else {
+                ""
+            },
             dir,
             keys,
             jwks,
@@ -146,7 +157,7 @@ impl Setup {
 
     fn service(&self, name: &str, cache: usize, env: &[(&str, &str)]) -> (Service, Ports) {
         let ports = Ports::pick();
-        let yaml = fixture::config_yaml(&ports, &self.jwks_file, cache);
+        let yaml = fixture::config_yaml(&ports, &self.jwks_file, cache, self.identity);
         (
             Service::start(&self.dir, name, &yaml, env, self.wrap.as_deref()),
             ports,
@@ -430,9 +441,13 @@ fn pin(pid: u32, cpus: &str) {
 async fn run_envoy(args: &Args, s: &Setup) {
     let bin = envoy::find_envoy(args.envoy.as_deref());
     let (service, ports) = s.service("envoy-authz", 50_000, &[]);
-    let config =
-        mcp_authz::config::Config::from_yaml(&fixture::config_yaml(&ports, &s.jwks_file, 50_000))
-            .expect("config");
+    let config = mcp_authz::config::Config::from_yaml(&fixture::config_yaml(
+        &ports,
+        &s.jwks_file,
+        50_000,
+        s.identity,
+    ))
+    .expect("config");
     let token = s.keys.rs256(&claims(0, "files:list files:read"));
     // mcp-authz's own allow answer for this token, for the null server that mimics it.
     let answer = {
@@ -675,7 +690,7 @@ fn main() {
             envoy_version.split_whitespace().last().unwrap_or("")
         );
     }
-    let s = Setup::new(args.wrap.clone());
+    let s = Setup::new(args.wrap.clone(), args.lean_answer);
     rt.block_on(async {
         if matches!(args.what, What::All | What::Direct) {
             run_direct(&args, &s).await;
