@@ -140,6 +140,13 @@ pub fn variants(with_tools: bool, legacy: bool, answer_parts: bool) -> Vec<Varia
             Chain::McpAuthz { legacy: false },
             FILES_HOST,
         ),
+        // The ceiling's own listener and server again: how far two identical variants land
+        // apart in one run (the method's noise).
+        (
+            "ext_authz → null again (A/A control)",
+            Chain::Null { legacy: false },
+            FILES_HOST,
+        ),
     ];
     if answer_parts {
         v.push((

@@ -549,8 +549,15 @@ async fn run_envoy(args: &Args, s: &Setup) {
         null_rich_stat: &null_rich_stats,
     };
     let mut tallies: Vec<envoy::Tally> = variants.iter().map(|_| envoy::Tally::new()).collect();
+    // Throughput of each variant in each round, for ratios paired within a round.
+    let mut per_round: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    let n = variants.len();
     for r in 0..args.rounds {
-        for (v, t) in variants.iter().zip(tallies.iter_mut()) {
+        // Each round starts one variant later, so no variant always runs in the same position
+        // (right after the same neighbour, at the same distance from the round's start).
+        for i in (0..n).map(|k| (k + r) % n) {
+            let (v, t) = (&variants[i], &mut tallies[i]);
+            let (requests, seconds) = (t.requests, t.seconds);
             eprintln!("envoy: round {}/{}: {}", r + 1, args.rounds, v.name);
             envoy::round(
                 v,
@@ -562,6 +569,7 @@ async fn run_envoy(args: &Args, s: &Setup) {
                 t,
             )
             .await;
+            per_round[i].push((t.requests - requests) as f64 / (t.seconds - seconds).max(1e-9));
         }
     }
     if pinned {
@@ -591,7 +599,8 @@ async fn run_envoy(args: &Args, s: &Setup) {
     );
     println!(
         "One Envoy process, one listener per chain, {} rounds × {} s per variant, variants \
-         alternating; {} keep-alive HTTP/1.1 connections, closed loop; the same RS256 token; \
+         alternating (each round starts one variant later); per-round ratios pair a variant \
+         with the ceiling measured in the same round; {} keep-alive HTTP/1.1 connections, closed loop; the same RS256 token; \
          `POST /mcp` with a 58-byte JSON-RPC body (per-tool rows: `tools/call`, 119 bytes, \
          Mcp-Method/Mcp-Name). {}\n",
         args.rounds,
@@ -604,10 +613,10 @@ async fn run_envoy(args: &Args, s: &Setup) {
         }
     );
     println!(
-        "| variant | req/s | p50 | p99 | Envoy CPU µs/req | authz server CPU µs/req | ext_authz bytes/Check | req/s vs ceiling | p99 vs ceiling | req/s vs no auth | errors |"
+        "| variant | req/s | p50 | p99 | Envoy CPU µs/req | authz server CPU µs/req | ext_authz bytes/Check | req/s vs ceiling | per-round vs ceiling: median [min–max] | p99 vs ceiling | req/s vs no auth | errors |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
-    for (v, t) in variants.iter().zip(&tallies) {
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for (i, (v, t)) in variants.iter().zip(&tallies).enumerate() {
         let p99 = t.latency.value_at_quantile(0.99) as f64;
         let server = match v.chain {
             envoy::Chain::McpAuthz { .. } => format!("{:.1}", t.per_request(t.authz_cpu_us)),
@@ -621,8 +630,18 @@ async fn run_envoy(args: &Args, s: &Setup) {
         } else {
             "—".into()
         };
+        let mut paired: Vec<f64> = per_round[i]
+            .iter()
+            .zip(&per_round[ceiling])
+            .map(|(rps, c)| rps / c.max(1e-9))
+            .collect();
+        paired.sort_by(f64::total_cmp);
+        let paired = match (paired.first(), paired.last()) {
+            (Some(lo), Some(hi)) => format!("{:.3} [{lo:.3}–{hi:.3}]", paired[paired.len() / 2]),
+            _ => "—".into(),
+        };
         println!(
-            "| {} | {:.0} | {} | {} | {:.1} | {server} | {bytes} | {:.3} | {:.2} | {:.2} | {} |",
+            "| {} | {:.0} | {} | {} | {:.1} | {server} | {bytes} | {:.3} | {paired} | {:.2} | {:.2} | {} |",
             v.name,
             t.rps(),
             us(t.latency.value_at_quantile(0.5)),
