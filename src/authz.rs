@@ -205,25 +205,34 @@ fn string_value(s: &str) -> Value {
 impl AuthzService {
     fn to_response(&self, decision: &Decision) -> CheckResponse {
         // prost-types' Struct is a BTreeMap: build it directly.
-        let mut meta: BTreeMap<String, Value> = BTreeMap::new();
-        let (decision_label, reason_label) = decision.label();
-        meta.insert("decision".into(), string_value(decision_label));
-        meta.insert("reason".into(), string_value(reason_label));
-        meta.insert("resource".into(), string_value(decision.resource()));
+        let base_metadata = || {
+            let (decision_label, reason_label) = decision.label();
+            BTreeMap::from([
+                ("decision".to_owned(), string_value(decision_label)),
+                ("reason".to_owned(), string_value(reason_label)),
+                ("resource".to_owned(), string_value(decision.resource())),
+            ])
+        };
         match decision {
             Decision::Allow(a) => {
                 let config = self.authorizer.config.load();
                 let (set, remove) = upstream_headers(&config.identity, a.principal.as_ref());
-                meta.insert("route".into(), string_value(&a.route));
-                if let Some(p) = &a.principal {
-                    for (k, v) in [("sub", &p.subject), ("client_id", &p.client_id)] {
-                        if let Some(v) = v {
-                            meta.insert(k.into(), string_value(v));
+                // Envoy copies every field into the stream's metadata: leave it out when
+                // nothing reads it (identity.dynamic_metadata: false).
+                let metadata = config.identity.dynamic_metadata.then(|| {
+                    let mut meta = base_metadata();
+                    meta.insert("route".into(), string_value(&a.route));
+                    if let Some(p) = &a.principal {
+                        for (k, v) in [("sub", &p.subject), ("client_id", &p.client_id)] {
+                            if let Some(v) = v {
+                                meta.insert(k.into(), string_value(v));
+                            }
                         }
+                        meta.insert("iss".into(), string_value(&p.issuer));
+                        meta.insert("scope".into(), string_value(&p.scopes.joined()));
                     }
-                    meta.insert("iss".into(), string_value(&p.issuer));
-                    meta.insert("scope".into(), string_value(&p.scopes.joined()));
-                }
+                    Struct { fields: meta }
+                });
                 CheckResponse {
                     status: Some(rpc::Status {
                         code: tonic::Code::Ok as i32,
@@ -237,12 +246,7 @@ impl AuthzService {
                         query_parameters_to_set: vec![],
                         query_parameters_to_remove: vec![],
                     })),
-                    // Envoy copies every field into the stream's metadata: leave it out when
-                    // nothing reads it (identity.dynamic_metadata: false).
-                    dynamic_metadata: config
-                        .identity
-                        .dynamic_metadata
-                        .then_some(Struct { fields: meta }),
+                    dynamic_metadata: metadata,
                 }
             }
             Decision::Deny(d) => {
@@ -260,7 +264,9 @@ impl AuthzService {
                         headers: r.headers.into_iter().map(|(k, v)| header(k, v)).collect(),
                         body: r.body,
                     })),
-                    dynamic_metadata: Some(Struct { fields: meta }),
+                    dynamic_metadata: Some(Struct {
+                        fields: base_metadata(),
+                    }),
                 }
             }
         }
