@@ -597,10 +597,7 @@ impl JwksManager {
                         *st.inflight.lock().unwrap_or_else(|p| p.into_inner()) = None;
                         let _ = tx.send(ok);
                     };
-                    match &self.control {
-                        Some(control) => drop(control.spawn(fetch)),
-                        None => drop(tokio::spawn(fetch)),
-                    }
+                    drop(self.spawn(fetch));
                     rx
                 }
             }
@@ -611,6 +608,17 @@ impl JwksManager {
         match self.keys(issuer) {
             KeysState::Ready(set) => Some(set),
             KeysState::Unavailable => None,
+        }
+    }
+
+    /// Run `task` on the control runtime (see `control`), else on the current one.
+    fn spawn<F>(&self, task: F) -> tokio::task::JoinHandle<()>
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        match &self.control {
+            Some(control) => control.spawn(task),
+            None => tokio::spawn(task),
         }
     }
 
@@ -636,10 +644,7 @@ impl JwksManager {
                     tokio::time::sleep(wait).await;
                 }
             };
-            let task = match &self.control {
-                Some(control) => control.spawn(refresh),
-                None => tokio::spawn(refresh),
-            };
+            let task = self.spawn(refresh);
             tasks.insert(issuer.clone(), task.abort_handle());
         }
     }
