@@ -71,14 +71,19 @@ async fn malformed_credentials_get_400_invalid_request() {
     }
 }
 
-#[tokio::test]
-async fn valid_token_is_allowed_with_identity_headers() {
-    let mut h = Harness::standard().await;
+/// A `files:list files:read` token on `POST /mcp`, with a client-sent identity header.
+async fn allowed_with_a_spoofed_subject(h: &mut Harness) -> Answer {
     let token = RSA.mint(&h.claims("files:list files:read"));
     let req = Req::new("POST", "/mcp")
         .header("authorization", &format!("Bearer {token}"))
         .header("x-mcp-authz-subject", "spoofed-admin");
-    let a = h.check(req).await;
+    h.check(req).await
+}
+
+#[tokio::test]
+async fn valid_token_is_allowed_with_identity_headers() {
+    let mut h = Harness::standard().await;
+    let a = allowed_with_a_spoofed_subject(&mut h).await;
     assert_eq!(a.status, 200, "{a:?}");
     assert_eq!(a.grpc_code, 0);
     assert_eq!(a.headers["x-mcp-authz-subject"], "user-1");
@@ -118,11 +123,7 @@ async fn identity_headers_set_to_null_and_metadata_off_leave_the_answer_lean() {
                     scopes_header: x-granted, dynamic_metadata: false}";
     let yaml = config_yaml(&idp.issuer, identity, ROUTES);
     let mut h = Harness::start(idp, &yaml, true).await;
-    let token = RSA.mint(&h.claims("files:list files:read"));
-    let req = Req::new("POST", "/mcp")
-        .header("authorization", &format!("Bearer {token}"))
-        .header("x-mcp-authz-subject", "spoofed-admin");
-    let a = h.check(req).await;
+    let a = allowed_with_a_spoofed_subject(&mut h).await;
     assert_eq!(a.status, 200, "{a:?}");
     let mut set: Vec<_> = a.headers.keys().map(String::as_str).collect();
     set.sort_unstable();
