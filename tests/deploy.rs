@@ -7,6 +7,8 @@
 //! A missing tool fails the test with the command that installs it (tests/run-all.sh installs
 //! them all): a manifest we ship must never go unchecked because a tool was absent.
 
+mod generated;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -65,19 +67,8 @@ fn check_generated(rel: &str, fresh: &str) {
         return;
     }
     let shipped = std::fs::read_to_string(&path).unwrap_or_default();
-    if shipped != fresh {
-        let line = shipped
-            .lines()
-            .zip(fresh.lines())
-            .position(|(a, b)| a != b)
-            .unwrap_or_else(|| shipped.lines().count().min(fresh.lines().count()));
-        panic!(
-            "{rel} is out of date (first difference at line {}:\n  shipped: {:?}\n  fresh:   {:?})\n\
-             regenerate it with: {BLESS}",
-            line + 1,
-            shipped.lines().nth(line).unwrap_or("<end of file>"),
-            fresh.lines().nth(line).unwrap_or("<end of file>"),
-        );
+    if let Some(diff) = generated::first_difference(&shipped, fresh) {
+        panic!("{rel} is out of date ({diff})\nregenerate it with: {BLESS}");
     }
 }
 

@@ -1,6 +1,8 @@
 //! The shipped Envoy bootstrap is exactly the render of the example configuration, and every
 //! rendered bootstrap is accepted by the real Envoy 1.40 (`envoy --mode validate`).
 
+mod generated;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -31,19 +33,10 @@ fn shipped_envoy_yaml_is_the_render_of_the_example_config() {
             path.display()
         )
     });
-    if shipped != fresh {
-        let line = shipped
-            .lines()
-            .zip(fresh.lines())
-            .position(|(a, b)| a != b)
-            .unwrap_or_else(|| shipped.lines().count().min(fresh.lines().count()));
+    if let Some(diff) = generated::first_difference(&shipped, &fresh) {
         panic!(
-            "deploy/envoy/envoy.yaml is not the render of deploy/mcp-authz.yaml \
-             (first difference at line {}:\n  shipped: {:?}\n  fresh:   {:?})\n\
-             regenerate it with: {REGENERATE}",
-            line + 1,
-            shipped.lines().nth(line).unwrap_or("<end of file>"),
-            fresh.lines().nth(line).unwrap_or("<end of file>"),
+            "deploy/envoy/envoy.yaml is not the render of deploy/mcp-authz.yaml ({diff})\n\
+             regenerate it with: {REGENERATE}"
         );
     }
 }

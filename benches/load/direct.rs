@@ -201,6 +201,19 @@ struct Worker {
     last: Option<Instant>,
 }
 
+impl Worker {
+    fn new() -> Worker {
+        Worker {
+            checks: 0,
+            allowed: 0,
+            denied: 0,
+            errors: 0,
+            latency: Histogram::new_with_bounds(1_000, 60_000_000_000, 3).expect("histogram"),
+            last: None,
+        }
+    }
+}
+
 /// Run `requests` against `service`.
 pub async fn run(service: &Service, requests: Arc<Vec<Bytes>>, pick: Pick, load: Load) -> Outcome {
     let channels = connect(service, load.connections).await;
@@ -222,14 +235,7 @@ pub async fn run(service: &Service, requests: Arc<Vec<Bytes>>, pick: Pick, load:
         let requests = requests.clone();
         let next = next.clone();
         tasks.push(tokio::spawn(async move {
-            let mut w = Worker {
-                checks: 0,
-                allowed: 0,
-                denied: 0,
-                errors: 0,
-                latency: Histogram::new_with_bounds(1_000, 60_000_000_000, 3).expect("histogram"),
-                last: None,
-            };
+            let mut w = Worker::new();
             let mut ticker = interval.map(|d| {
                 // Spread the streams' ticks over one interval.
                 let offset = d.mul_f64(i as f64 / load.concurrency as f64);
@@ -282,14 +288,7 @@ pub async fn run(service: &Service, requests: Arc<Vec<Bytes>>, pick: Pick, load:
             w
         }));
     }
-    let mut total = Worker {
-        checks: 0,
-        allowed: 0,
-        denied: 0,
-        errors: 0,
-        latency: Histogram::new_with_bounds(1_000, 60_000_000_000, 3).expect("histogram"),
-        last: None,
-    };
+    let mut total = Worker::new();
     for t in tasks {
         let w = t.await.expect("load task");
         total.checks += w.checks;
