@@ -35,13 +35,13 @@ fn main() {
     let started = Instant::now();
     for key in &keys[..capacity] {
         let p = entries.next().expect("entry");
-        cache.insert(*key, p, 1, now + 3630, now);
+        cache.insert(*key, p, 1, now + 3630, now, 0);
     }
     let below = started.elapsed().as_secs_f64() * 1e6 / capacity as f64;
     let started = Instant::now();
     for key in &keys[capacity..] {
         let p = entries.next().expect("entry");
-        cache.insert(*key, p, 1, now + 3630, now);
+        cache.insert(*key, p, 1, now + 3630, now, 0);
     }
     let at = started.elapsed().as_secs_f64() * 1e6 / flood as f64;
     println!("| cache insert | µs per insert |");

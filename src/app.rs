@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tonic::service::Routes;
 
 use crate::admin::{self, Readiness};
-use crate::authz::{AuthorizationServer, AuthzService};
+use crate::authz::{AuthorizationServer, AuthzService, DenyUndecodable};
 use crate::cache::TokenCache;
 use crate::check::Authorizer;
 use crate::config::{Config, ConfigError};
@@ -176,7 +176,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         grpc,
         config_workers,
         &stop_rx,
-        Routes::new(health_service).add_service(AuthorizationServer::new(service)),
+        Routes::new(health_service).add_service(DenyUndecodable::new(
+            AuthorizationServer::new(service)
+                .max_decoding_message_size(crate::authz::MAX_CHECK_MESSAGE_BYTES),
+            authorizer.clone(),
+            metrics.clone(),
+        )),
     )?;
     let admin_task = tokio::spawn({
         let rx = stop_rx.clone();

@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 
 use crate::challenge::{self, DenyReason};
 use crate::check::{Authorizer, CheckInput, Decision, Denied, upstream_headers};
+use crate::logfmt::Escaped;
 use crate::metrics::Metrics;
 use crate::pb::envoy::config::core::v3::{
     HeaderValue, HeaderValueOption, header_value_option::HeaderAppendAction,
@@ -283,26 +284,26 @@ impl AuthzService {
             self.metrics.body_inspection(result);
         }
         let micros = elapsed.as_micros() as u64;
-        let sub = |p: Option<&crate::token::Principal>| {
-            p.and_then(|p| p.subject.as_deref())
-                .unwrap_or("-")
-                .to_owned()
-        };
-        let client = |p: Option<&crate::token::Principal>| {
-            p.and_then(|p| p.client_id.as_deref())
-                .unwrap_or("-")
-                .to_owned()
-        };
+        // Claims and request fields are attacker-chosen: escaped in both log formats
+        // (crate::logfmt), so a `sub` with a newline cannot forge a line.
+        fn sub(p: Option<&crate::token::Principal>) -> Escaped<'_> {
+            Escaped(p.and_then(|p| p.subject.as_deref()).unwrap_or("-"))
+        }
+        fn client(p: Option<&crate::token::Principal>) -> Escaped<'_> {
+            Escaped(p.and_then(|p| p.client_id.as_deref()).unwrap_or("-"))
+        }
+        let request_id = Escaped(request_id);
+        let method = Escaped(&input.method);
         match decision {
             // Allows are debug so a busy mesh does not log every request; enable them with
             // RUST_LOG=info,mcp_authz::access=debug.
             Decision::Allow(a) => tracing::debug!(
                 target: "mcp_authz::access",
                 decision = d,
-                request.id = request_id,
-                request.method = %input.method,
-                resource = %a.resource,
-                route = %a.route,
+                request.id = %request_id,
+                request.method = %method,
+                resource = %Escaped(&a.resource),
+                route = %Escaped(&a.route),
                 reason,
                 token.sub = %sub(a.principal.as_ref()),
                 token.client_id = %client(a.principal.as_ref()),
@@ -311,13 +312,15 @@ impl AuthzService {
             ),
             Decision::Deny(x) => {
                 let status = x.reason.shape().status;
+                let resource = Escaped(x.resource.as_deref().unwrap_or("-"));
+                let route = Escaped(x.route.as_deref().unwrap_or("-"));
                 tracing::info!(
                     target: "mcp_authz::access",
                     decision = d,
-                    request.id = request_id,
-                    request.method = %input.method,
-                    resource = x.resource.as_deref().unwrap_or("-"),
-                    route = x.route.as_deref().unwrap_or("-"),
+                    request.id = %request_id,
+                    request.method = %method,
+                    resource = %resource,
+                    route = %route,
                     reason,
                     status,
                     token.sub = %sub(x.principal.as_ref()),
@@ -327,21 +330,191 @@ impl AuthzService {
                 );
                 // Seed guide: "log authorization failures for security auditing". A step-up is
                 // an elevation request: who, which client, and which scopes were challenged.
+                let scopes = x
+                    .principal
+                    .as_ref()
+                    .map(|p| p.scopes.joined())
+                    .unwrap_or_default();
                 tracing::info!(
                     target: "mcp_authz::audit",
                     reason,
-                    request.id = request_id,
-                    resource = x.resource.as_deref().unwrap_or("-"),
-                    route = x.route.as_deref().unwrap_or("-"),
+                    request.id = %request_id,
+                    resource = %resource,
+                    route = %route,
                     status,
                     step_up = x.reason == DenyReason::InsufficientScope,
-                    scope = x.scope.as_deref().unwrap_or("-"),
+                    scope = %Escaped(x.scope.as_deref().unwrap_or("-")),
                     token.sub = %sub(x.principal.as_ref()),
                     token.client_id = %client(x.principal.as_ref()),
-                    token.scope = %x.principal.as_ref().map(|p| p.scopes.joined()).unwrap_or_default(),
+                    token.scope = %Escaped(&scopes),
                     "denied"
                 );
             }
         }
+    }
+}
+
+/// The one RPC Envoy calls; any other path keeps tonic's own answer (`UNIMPLEMENTED`).
+const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
+
+/// Largest CheckRequest the service decodes (tonic's default, made explicit so
+/// `config::MAX_ENVOY_REQUEST_BYTES` can be derived from it). Larger ones are denied.
+pub const MAX_CHECK_MESSAGE_BYTES: usize = 4 << 20;
+
+/// Wraps the Check service so that every request reaching it gets a denial CheckResponse when
+/// the generated server would answer with a gRPC error instead: a CheckRequest tonic cannot
+/// decode (a `string` field that is not UTF-8 — proto3 requires it, Envoy forwards header
+/// bytes as they came), one over [`MAX_CHECK_MESSAGE_BYTES`], an unsupported compression, or
+/// a panic anywhere in the adapter. An Envoy with `failure_mode_allow: true` (Istio
+/// `failOpen`) turns any gRPC error into an allow (envoy ext_authz filter docs), so an error
+/// must never leave this service for a Check.
+#[derive(Clone)]
+pub struct DenyUndecodable<S> {
+    inner: S,
+    service: Arc<AuthzService>,
+}
+
+impl<S> DenyUndecodable<S> {
+    pub fn new(inner: S, authorizer: Arc<Authorizer>, metrics: Metrics) -> Self {
+        DenyUndecodable {
+            inner,
+            service: Arc::new(AuthzService {
+                authorizer,
+                metrics,
+            }),
+        }
+    }
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for DenyUndecodable<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+type HttpResponse_ = tonic::codegen::http::Response<tonic::body::Body>;
+
+impl<S> tonic::codegen::Service<tonic::codegen::http::Request<tonic::body::Body>>
+    for DenyUndecodable<S>
+where
+    S: tonic::codegen::Service<
+            tonic::codegen::http::Request<tonic::body::Body>,
+            Response = HttpResponse_,
+            Error = std::convert::Infallible,
+        >,
+    S::Future: Send + 'static,
+{
+    type Response = HttpResponse_;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn Future<Output = Result<HttpResponse_, std::convert::Infallible>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: tonic::codegen::http::Request<tonic::body::Body>) -> Self::Future {
+        let started = Instant::now();
+        let check = req.uri().path() == CHECK_PATH;
+        let service = self.service.clone();
+        let inner = AssertUnwindSafe(self.inner.call(req)).catch_unwind();
+        Box::pin(async move {
+            let failure = match inner.await {
+                Ok(Ok(resp)) => match grpc_error(&resp) {
+                    Some(e) if check => e,
+                    _ => return Ok(resp),
+                },
+                Ok(Err(never)) => match never {},
+                Err(_) if check => "panic in the Check adapter".to_owned(),
+                // Not a Check: no answer shape to give; an empty 500 ends the stream.
+                Err(_) => return Ok(tonic::Status::internal("internal").into_http()),
+            };
+            tracing::warn!(
+                target: "mcp_authz::access",
+                error = %Escaped(&failure),
+                "undecodable CheckRequest denied"
+            );
+            let decision = Decision::Deny(Denied {
+                reason: DenyReason::Undecodable,
+                ..Denied::internal()
+            });
+            let answer = service.to_response(&decision);
+            service.record(&decision, "-", &CheckInput::default(), started);
+            Ok(unary_ok(&answer))
+        })
+    }
+}
+
+/// The gRPC error a trailers-only response carries (tonic answers a decode failure that
+/// way: `grpc-status` in the headers), if any.
+fn grpc_error(resp: &HttpResponse_) -> Option<String> {
+    let code = resp.headers().get("grpc-status")?;
+    if code.as_bytes() == b"0" {
+        return None;
+    }
+    let message = resp
+        .headers()
+        .get("grpc-message")
+        .map(|m| String::from_utf8_lossy(m.as_bytes()).into_owned())
+        .unwrap_or_default();
+    Some(format!(
+        "grpc-status {} {}",
+        String::from_utf8_lossy(code.as_bytes()),
+        message
+    ))
+}
+
+/// A complete unary gRPC answer: one uncompressed length-prefixed message (gRPC over HTTP/2
+/// spec, "Length-Prefixed-Message"), then `grpc-status: 0` in the trailers.
+fn unary_ok(message: &CheckResponse) -> HttpResponse_ {
+    use prost::Message as _;
+    use tonic::codegen::http;
+    let encoded = message.encode_to_vec();
+    let mut frame = Vec::with_capacity(5 + encoded.len());
+    frame.push(0);
+    frame.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&encoded);
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+    let body = UnaryBody {
+        data: Some(tonic::codegen::Bytes::from(frame)),
+        trailers: Some(trailers),
+    };
+    let mut resp = http::Response::new(tonic::body::Body::new(body));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    resp
+}
+
+/// One data frame, then the trailers.
+struct UnaryBody {
+    data: Option<tonic::codegen::Bytes>,
+    trailers: Option<tonic::codegen::http::HeaderMap>,
+}
+
+impl http_body::Body for UnaryBody {
+    type Data = tonic::codegen::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if let Some(d) = self.data.take() {
+            return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(d))));
+        }
+        std::task::Poll::Ready(
+            self.trailers
+                .take()
+                .map(|t| Ok(http_body::Frame::trailers(t))),
+        )
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none() && self.trailers.is_none()
     }
 }

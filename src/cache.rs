@@ -1,7 +1,10 @@
 //! The verified-token fast path: a bounded, lock-free cache of tokens that passed full
 //! validation for a resource, keyed by SHA-256 of (resource id, token) — never the token
 //! itself. An entry is used only while the token is unexpired and its issuer's key set is
-//! the one it was verified against, so cached decisions equal uncached ones.
+//! the one it was verified against, and only under the configuration it was verified under,
+//! so cached decisions equal uncached ones.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_lc_rs::digest;
 
@@ -23,6 +26,8 @@ struct Entry {
     key_generation: u64,
     /// First second at which the token counts as expired (`exp + leeway`).
     expires_at: u64,
+    /// The cache epoch (configuration generation) the Check that verified it started in.
+    epoch: u64,
 }
 
 pub type Key = [u8; 32];
@@ -31,6 +36,11 @@ pub struct TokenCache {
     map: papaya::HashMap<Key, Entry>,
     capacity: usize,
     metrics: Metrics,
+    /// Bumped by [`TokenCache::clear`] (every configuration reload). A Check reads it before
+    /// it loads the configuration and stamps its entry with it; entries of another epoch are
+    /// never used. Without it a Check that began under the old configuration could insert
+    /// after the reload's clear, and its entry would outlive the policy change.
+    epoch: AtomicU64,
 }
 
 impl std::fmt::Debug for TokenCache {
@@ -49,7 +59,15 @@ impl TokenCache {
             map: papaya::HashMap::new(),
             capacity,
             metrics,
+            epoch: AtomicU64::new(0),
         }
+    }
+
+    /// The current epoch. Read it *before* loading the configuration a decision uses: a
+    /// reload stores the new configuration and then clears (bumps the epoch), so a Check that
+    /// saw the old configuration necessarily saw the old epoch (SeqCst orders the two).
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
     }
 
     pub fn key(resource_id: &str, token: &str) -> Key {
@@ -62,9 +80,14 @@ impl TokenCache {
         out
     }
 
-    /// A previously verified principal, if still valid at `now` under the current keys.
-    pub fn get(&self, key: &Key, now: u64, jwks: &JwksManager) -> Option<Principal> {
+    /// A previously verified principal, if still valid at `now` under the current keys and
+    /// verified in `epoch`, which must still be the current one.
+    pub fn get(&self, key: &Key, now: u64, jwks: &JwksManager, epoch: u64) -> Option<Principal> {
         if self.capacity == 0 {
+            return None;
+        }
+        if epoch != self.epoch() {
+            self.metrics.token_cache(false);
             return None;
         }
         let map = self.map.pin();
@@ -73,7 +96,7 @@ impl TokenCache {
                 KeysState::Ready(set) => set.generation == e.key_generation,
                 KeysState::Unavailable => false,
             };
-            (now < e.expires_at && keys_same).then(|| e.principal.clone())
+            (now < e.expires_at && keys_same && e.epoch == epoch).then(|| e.principal.clone())
         });
         self.metrics.token_cache(hit.is_some());
         hit
@@ -86,8 +109,10 @@ impl TokenCache {
         key_generation: u64,
         expires_at: u64,
         now: u64,
+        epoch: u64,
     ) {
-        if self.capacity == 0 || now >= expires_at {
+        // A Check that began before a reload must not fill the new epoch's cache.
+        if self.capacity == 0 || now >= expires_at || epoch != self.epoch() {
             return;
         }
         let map = self.map.pin();
@@ -115,6 +140,7 @@ impl TokenCache {
                 principal,
                 key_generation,
                 expires_at,
+                epoch,
             },
         );
         self.metrics.token_cache_entries(map.len());
@@ -128,7 +154,10 @@ impl TokenCache {
     }
 
     /// Forget everything (configuration reload: issuers, audiences or leeway may have changed).
+    /// Call it after the new configuration is stored: the epoch bump first retires every entry
+    /// at once (an insert racing with the clear carries the old epoch and is never used).
     pub fn clear(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
         self.map.pin().clear();
         self.metrics.token_cache_entries(0);
     }

@@ -30,6 +30,10 @@ pub enum DenyReason {
     McpDenied(McpDenial),
     /// Something failed inside mcp-authz. Never an allow.
     Internal,
+    /// The CheckRequest itself could not be decoded (a header value that is not UTF-8, a
+    /// message over the decode limit): answered with a denial, never a gRPC error that a
+    /// fail-open Envoy (`failure_mode_allow`) or Istio (`failOpen`) would turn into an allow.
+    Undecodable,
 }
 
 impl std::fmt::Display for DenyReason {
@@ -194,6 +198,10 @@ impl DenyReason {
                         "The Mcp-Method or Mcp-Name header does not match the body",
                         "mcp_header_mismatch",
                     ),
+                    BodyError::TooManyMembers => bad(
+                        "The request body has too many members to authorize",
+                        "body_too_many_members",
+                    ),
                 }
             }
             DenyReason::McpDenied(d) => {
@@ -208,6 +216,13 @@ impl DenyReason {
                 }
             }
             DenyReason::Internal => s(500, None, "Authorization failed", false, "internal"),
+            DenyReason::Undecodable => s(
+                400,
+                None,
+                "The request cannot be authorized as sent",
+                false,
+                "undecodable_request",
+            ),
         }
     }
 }

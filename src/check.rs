@@ -108,6 +108,8 @@ impl Authorizer {
     /// [`Authorizer::decide`], recording each step (for `mcp-authz explain`). With tracing on
     /// the token cache is bypassed so every validation step really runs.
     pub async fn decide_traced(&self, input: &CheckInput, now: u64, trace: &mut Trace) -> Decision {
+        // Before the configuration: see `TokenCache::epoch` (a reload must not be outlived).
+        let epoch = self.cache.epoch();
         let config = self.config.load_full();
         let deny = |reason, resource: Option<&Resource>| {
             Decision::Deny(Denied {
@@ -210,7 +212,7 @@ impl Authorizer {
         let cached = if trace.enabled() {
             None
         } else {
-            self.cache.get(&cache_key, now, &self.jwks)
+            self.cache.get(&cache_key, now, &self.jwks, epoch)
         };
         let principal = match cached {
             Some(p) => p,
@@ -225,6 +227,7 @@ impl Authorizer {
                         v.key_generation,
                         v.expires_at,
                         now,
+                        epoch,
                     );
                     v.principal
                 }

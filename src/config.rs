@@ -929,6 +929,12 @@ fn validate_envoy(e: &RawEnvoy, grpc: SocketAddr) -> Result<EnvoySettings, Confi
     if e.max_request_bytes < 1024 {
         return Err(invalid("envoy.max_request_bytes", "must be at least 1024"));
     }
+    if e.max_request_bytes as usize > MAX_ENVOY_REQUEST_BYTES {
+        return Err(invalid(
+            "envoy.max_request_bytes",
+            "must be at most 3145728 (3 MiB): the body travels inside a CheckRequest of at most 4 MiB, with headers",
+        ));
+    }
     if e.cors_allow_origins.is_empty() {
         return Err(invalid(
             "envoy.cors_allow_origins",
@@ -945,6 +951,12 @@ fn validate_envoy(e: &RawEnvoy, grpc: SocketAddr) -> Result<EnvoySettings, Confi
         cors_allow_origins: e.cors_allow_origins.clone(),
     })
 }
+
+/// Largest `envoy.max_request_bytes`: the buffered body travels inside the CheckRequest,
+/// which mcp-authz decodes up to `authz::MAX_CHECK_MESSAGE_BYTES` (4 MiB); 1 MiB is left for
+/// the headers (Envoy's `max_request_headers_kb` is 60 KiB by default, at most 8 MiB) and the
+/// rest of the message. A larger request is denied (`undecodable_request`), never an error.
+pub const MAX_ENVOY_REQUEST_BYTES: usize = crate::authz::MAX_CHECK_MESSAGE_BYTES - (1 << 20);
 
 /// RFC 1123 label as Kubernetes names namespaces and Services: `[a-z0-9]([-a-z0-9]*[a-z0-9])?`.
 fn is_dns_label(s: &str) -> bool {

@@ -83,6 +83,22 @@ pub struct Key {
     /// RSA keys parsed once per algorithm they accept: jsonwebtoken rebuilds an RSA key from
     /// `n`/`e` on every verification, ~18 % of an RS256 check (benches/BENCHMARKS.md §1).
     rsa: Vec<(Alg, ParsedPublicKey)>,
+    /// SHA-256 of the public key material (type, curve, decoded components): what the
+    /// key-set fingerprint compares, so a key replaced under the same `kid` is a new set.
+    material: [u8; 32],
+}
+
+/// Digest of a key's type and decoded public components, each length-prefixed so no two
+/// different keys share an encoding.
+fn material_digest(kty: &str, parts: &[&[u8]]) -> [u8; 32] {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for part in std::iter::once(kty.as_bytes()).chain(parts.iter().copied()) {
+        ctx.update(&(part.len() as u64).to_be_bytes());
+        ctx.update(part);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
 }
 
 impl Key {
@@ -191,10 +207,15 @@ impl KeySet {
             || self.skipped.iter().any(|(k, _)| k.as_deref() == Some(kid))
     }
 
-    fn fingerprint(&self) -> Vec<(Option<String>, KeyKind, Option<Alg>)> {
+    /// What identifies a set for the verified-token cache. It includes each key's material,
+    /// not only its `kid`: Casdoor names kids after certificates, so regenerating a certificate
+    /// (the usual answer to a key compromise) publishes new material under the same `kid`, and
+    /// tokens verified under the old key must then be verified again (RFC 7517 §4.5 makes no
+    /// promise that a `kid` keeps naming the same key).
+    fn fingerprint(&self) -> Vec<(Option<String>, KeyKind, Option<Alg>, [u8; 32])> {
         self.keys
             .iter()
-            .map(|k| (k.kid.clone(), k.kind, k.alg))
+            .map(|k| (k.kid.clone(), k.kind, k.alg, k.material))
             .collect()
     }
 }
@@ -255,7 +276,7 @@ fn parse_jwk(v: &Value) -> Result<Key, SkipReason> {
         Some(a) => Some(Alg::parse(a).ok_or(SkipReason::UnsupportedAlg)?),
     };
     let mut rsa = vec![];
-    let (kind, decoding) = match kty {
+    let (kind, decoding, material) = match kty {
         "RSA" => {
             let n = s("n")?.ok_or(SkipReason::Malformed)?;
             let e = s("e")?.ok_or(SkipReason::Malformed)?;
@@ -288,6 +309,7 @@ fn parse_jwk(v: &Value) -> Result<Key, SkipReason> {
             (
                 KeyKind::Rsa,
                 DecodingKey::from_rsa_raw_components(&n_bytes, &e_bytes),
+                material_digest("RSA", &[&n_bytes, &e_bytes]),
             )
         }
         "EC" => {
@@ -299,24 +321,26 @@ fn parse_jwk(v: &Value) -> Result<Key, SkipReason> {
             let x = s("x")?.ok_or(SkipReason::Malformed)?;
             let y = s("y")?.ok_or(SkipReason::Malformed)?;
             let lens = (URL_SAFE_NO_PAD.decode(x), URL_SAFE_NO_PAD.decode(y));
-            match lens {
-                (Ok(xb), Ok(yb)) if xb.len() == len && yb.len() == len => {}
+            let material = match lens {
+                (Ok(xb), Ok(yb)) if xb.len() == len && yb.len() == len => {
+                    material_digest(if len == 32 { "P-256" } else { "P-384" }, &[&xb, &yb])
+                }
                 _ => return Err(SkipReason::Malformed),
-            }
+            };
             let key = DecodingKey::from_ec_components(x, y).map_err(|_| SkipReason::Malformed)?;
-            (kind, key)
+            (kind, key, material)
         }
         "OKP" => {
             if s("crv")? != Some("Ed25519") {
                 return Err(SkipReason::UnsupportedCurve);
             }
             let x = s("x")?.ok_or(SkipReason::Malformed)?;
-            match URL_SAFE_NO_PAD.decode(x) {
-                Ok(b) if b.len() == 32 => {}
+            let material = match URL_SAFE_NO_PAD.decode(x) {
+                Ok(b) if b.len() == 32 => material_digest("Ed25519", &[&b]),
                 _ => return Err(SkipReason::Malformed),
-            }
+            };
             let key = DecodingKey::from_ed_components(x).map_err(|_| SkipReason::Malformed)?;
-            (KeyKind::Ed25519, key)
+            (KeyKind::Ed25519, key, material)
         }
         "oct" => return Err(SkipReason::Symmetric),
         _ => return Err(SkipReason::UnsupportedKty),
@@ -332,6 +356,7 @@ fn parse_jwk(v: &Value) -> Result<Key, SkipReason> {
         alg,
         decoding,
         rsa,
+        material,
     })
 }
 
@@ -652,11 +677,11 @@ impl JwksManager {
     /// Fetch and install one issuer's keys. Returns the server's `max-age`, if any.
     async fn refresh(&self, st: &IssuerKeys) -> Result<Option<Duration>, JwksError> {
         let (keys, skipped, max_age) = self.fetch_keys(st).await.inspect_err(|e| {
-            tracing::warn!(issuer = %st.issuer, error = %e, "jwks fetch failed; keeping last good keys");
+            tracing::warn!(issuer = %st.issuer, error = %crate::logfmt::escaped(e), "jwks fetch failed; keeping last good keys");
             self.metrics.jwks_fetch(&st.issuer, "error");
         })?;
         for (kid, reason) in &skipped {
-            tracing::debug!(issuer = %st.issuer, key.kid = kid.as_deref().unwrap_or("-"), reason = reason.label(), "jwks key skipped");
+            tracing::debug!(issuer = %st.issuer, key.kid = %crate::logfmt::Escaped(kid.as_deref().unwrap_or("-")), reason = reason.label(), "jwks key skipped");
             self.metrics.key_skipped(&st.issuer, reason.label());
         }
         if keys.is_empty() {

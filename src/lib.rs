@@ -12,6 +12,7 @@ pub mod config;
 pub mod doctor;
 pub mod explain;
 pub mod jwks;
+pub mod logfmt;
 pub mod mcp;
 pub mod metrics;
 pub mod pb;

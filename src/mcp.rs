@@ -27,6 +27,8 @@ pub enum BodyError {
     BadHeader,
     #[error("Mcp-Method or Mcp-Name header disagrees with the body")]
     HeaderMismatch,
+    #[error("request body has too many members in the message or its params")]
+    TooManyMembers,
 }
 
 /// One JSON-RPC message as far as authorization cares.
@@ -91,6 +93,36 @@ pub fn parse_body(body: &[u8], limits: Limits) -> Result<Vec<Call>, BodyError> {
 
 const DUPLICATE: &str = "mcp-authz: duplicate member";
 const BATCH: &str = "mcp-authz: bad batch";
+const MEMBERS: &str = "mcp-authz: too many members";
+
+/// Most members read in one message object or its `params` (JSON-RPC 2.0 §4 defines four
+/// message members; MCP params carry a handful, tool arguments sit one level further down and
+/// are skipped, not counted). Bounds the duplicate-member bookkeeping per object, which with a
+/// hash set is linear in the body anyway: a 64 KiB body of ~7,000 members is refused at the
+/// 129th instead of being hashed through.
+pub const MAX_MEMBERS: usize = 128;
+
+/// Member names already read in one object: a hash set, so detecting duplicates stays linear
+/// (a list scan made a 64 KiB body of ~7,000 members cost tens of milliseconds of a Check
+/// worker), and bounded by [`MAX_MEMBERS`].
+#[derive(Default)]
+struct Seen(std::collections::HashSet<String>);
+
+impl Seen {
+    /// Record `key`; a repeat or one member too many is an error.
+    fn add<E: de::Error>(&mut self, key: &str) -> Result<(), E> {
+        if self.0.contains(key) {
+            return Err(E::custom(DUPLICATE));
+        }
+        if self.0.len() >= MAX_MEMBERS {
+            return Err(E::custom(MEMBERS));
+        }
+        if !self.0.insert(key.to_owned()) {
+            return Err(E::custom(DUPLICATE));
+        }
+        Ok(())
+    }
+}
 
 fn classify(e: &serde_json::Error) -> BodyError {
     let msg = e.to_string();
@@ -98,6 +130,8 @@ fn classify(e: &serde_json::Error) -> BodyError {
         BodyError::DuplicateKey
     } else if msg.starts_with(BATCH) {
         BodyError::BadBatch
+    } else if msg.starts_with(MEMBERS) {
+        BodyError::TooManyMembers
     } else {
         BodyError::NotJsonRpc
     }
@@ -182,13 +216,11 @@ impl<'de> Visitor<'de> for MessageVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Call, A::Error> {
-        let mut seen: Vec<String> = Vec::new();
+        let mut seen = Seen::default();
         let mut call = Call::default();
         let mut jsonrpc = None;
         while let Some(key) = map.next_key::<String>()? {
-            if seen.contains(&key) {
-                return Err(de::Error::custom(DUPLICATE));
-            }
+            seen.add(&key)?;
             match key.as_str() {
                 "jsonrpc" => jsonrpc = Some(map.next_value::<String>()?),
                 "method" => call.method = Some(map.next_value::<String>()?),
@@ -201,7 +233,6 @@ impl<'de> Visitor<'de> for MessageVisitor {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
-            seen.push(key);
         }
         if jsonrpc.as_deref() != Some("2.0") {
             return Err(de::Error::custom("jsonrpc must be \"2.0\""));
@@ -232,12 +263,10 @@ impl<'de> Visitor<'de> for ParamsVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Params, A::Error> {
-        let mut seen: Vec<String> = Vec::new();
+        let mut seen = Seen::default();
         let mut p = Params::default();
         while let Some(key) = map.next_key::<String>()? {
-            if seen.contains(&key) {
-                return Err(de::Error::custom(DUPLICATE));
-            }
+            seen.add(&key)?;
             match key.as_str() {
                 "name" => p.name = Some(map.next_value::<String>()?),
                 "uri" => p.uri = Some(map.next_value::<String>()?),
@@ -245,7 +274,6 @@ impl<'de> Visitor<'de> for ParamsVisitor {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
-            seen.push(key);
         }
         Ok(p)
     }
@@ -373,6 +401,43 @@ mod tests {
         }
         // Duplicates deeper inside arguments do not affect the decision and are the server's business.
         assert!(parse(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"x":1,"x":2}}}"#).is_ok());
+    }
+
+    #[test]
+    fn member_count_is_bounded() {
+        // Three-character names in base 36: ~7,000 members fit in 64 KiB.
+        let name = |i: usize| {
+            let d = |x: usize| char::from_digit((x % 36) as u32, 36).unwrap();
+            format!("{}{}{}", d(i / 1296), d(i / 36), d(i))
+        };
+        let params = |n: usize| {
+            let members: Vec<String> = (0..n).map(|i| format!("\"{}\":0", name(i))).collect();
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"a",{}}}}}"#,
+                members.join(",")
+            )
+        };
+        // `name` plus 127 others is the limit; one more is refused, as is a 64 KiB flood.
+        assert!(parse(&params(MAX_MEMBERS - 1)).is_ok());
+        assert_eq!(parse(&params(MAX_MEMBERS)), Err(BodyError::TooManyMembers));
+        let flood = params(7000);
+        assert!(flood.len() < 65536, "{}", flood.len());
+        assert_eq!(parse(&flood), Err(BodyError::TooManyMembers));
+        let top: Vec<String> = (0..7000).map(|i| format!("\"{}\":0", name(i))).collect();
+        let top = format!(r#"{{"jsonrpc":"2.0","method":"x",{}}}"#, top.join(","));
+        assert_eq!(parse(&top), Err(BodyError::TooManyMembers));
+        // A duplicate is still named as such, whatever the count.
+        assert_eq!(
+            parse(r#"{"jsonrpc":"2.0","id":1,"id":2}"#),
+            Err(BodyError::DuplicateKey)
+        );
+        // Tool arguments are skipped, not counted: a large argument object is fine.
+        let args: Vec<String> = (0..5000).map(|i| format!("\"a{i}\":0")).collect();
+        let args = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"a","arguments":{{{}}}}}}}"#,
+            args.join(",")
+        );
+        assert!(parse(&args).is_ok());
     }
 
     #[test]

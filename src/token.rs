@@ -93,6 +93,51 @@ struct Claims {
     token_type: Option<Value>,
     #[serde(default, rename = "TokenType")]
     token_type_upper: Option<Value>,
+    /// Keycloak: `Bearer` for access tokens; `Refresh`, `Offline`, `ID` for the others.
+    #[serde(default)]
+    typ: Option<Value>,
+    /// `token_type` as some IAMs copy it from the token response into the claims.
+    #[serde(default, rename = "token_type")]
+    token_type_snake: Option<Value>,
+    /// Amazon Cognito: `access` or `id`.
+    #[serde(default)]
+    token_use: Option<Value>,
+}
+
+/// What a token-kind claim may say for an access token (ASCII case-insensitive, exact: no
+/// trimming, so `"refresh-token "` or `" Bearer"` is a malformed declaration, not a pass).
+const ACCESS_TOKEN_KINDS: &[&str] = &[
+    "access-token",       // Casdoor / Hanzo IAM tokenType, TokenType
+    "access_token",       // the same in snake case
+    "bearer",             // Keycloak payload typ; token_type copied from RFC 6749 §7.1
+    "access",             // Cognito token_use
+    "at+jwt",             // RFC 9068 §2.1 spelling, should an IAM mirror the header
+    "application/at+jwt", // its media-type form (RFC 9068 §2.1)
+];
+
+/// RFC 9068 §4 / RFC 8725 §3.11: a resource server must not accept another kind of JWT from
+/// the same issuer as an access token. Refresh and ID tokens are signed with the same key,
+/// issuer and often the same audience (Casdoor, Keycloak), so every claim an IAM uses to say
+/// what a token is must, when present, say "access token" — a string from
+/// [`ACCESS_TOKEN_KINDS`]; any other value, or another JSON type (array, number, object),
+/// is refused. (`null` is absent: serde reads it as `None`.)
+fn check_kind(c: &Claims) -> Result<(), TokenError> {
+    let claims = [
+        &c.token_type,
+        &c.token_type_upper,
+        &c.typ,
+        &c.token_type_snake,
+        &c.token_use,
+    ];
+    for v in claims.into_iter().flatten() {
+        let ok = v
+            .as_str()
+            .is_some_and(|s| ACCESS_TOKEN_KINDS.iter().any(|k| s.eq_ignore_ascii_case(k)));
+        if !ok {
+            return Err(TokenError::NotAccessToken);
+        }
+    }
+    Ok(())
 }
 
 /// A token split and decoded, not yet trusted.
@@ -352,15 +397,9 @@ fn check_claims(
         Err(TokenError::WrongAudience)
     };
     trace.check("aud", aud, |_| format!("includes {}", resource.uri))?;
-    let mut kind = Ok(());
-    for t in [&c.token_type, &c.token_type_upper].into_iter().flatten() {
-        if t.as_str().is_some_and(|s| {
-            s.eq_ignore_ascii_case("refresh-token") || s.eq_ignore_ascii_case("refresh_token")
-        }) {
-            kind = Err(TokenError::NotAccessToken);
-        }
-    }
-    trace.check("token kind", kind, |_| "not a refresh token".into())?;
+    trace.check("token kind", check_kind(c), |_| {
+        "no claim says it is anything but an access token".into()
+    })?;
     let mut scopes = Scopes::default();
     for claim in [&c.scope, &c.scp].into_iter().flatten() {
         match claim {
@@ -541,6 +580,49 @@ mod tests {
             Err(TokenError::NotAccessToken)
         );
         assert!(check(&format!("{{{base},\"tokenType\":\"access-token\"}}"), 1).is_ok());
+    }
+
+    #[test]
+    fn every_kind_claim_must_say_access_token() {
+        let base = r#""aud":"https://mcp.example.com/mcp","exp":9999999999"#;
+        let kind = |extra: &str| check(&format!("{{{base},{extra}}}"), 1);
+        for ok in [
+            r#""typ":"Bearer""#,
+            r#""tokenType":"access-token""#,
+            r#""TokenType":"ACCESS-TOKEN""#,
+            r#""token_type":"access_token""#,
+            r#""token_use":"access""#,
+            r#""typ":"Bearer","tokenType":"access-token""#,
+            r#""typ":null"#,
+        ] {
+            assert!(kind(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            // Keycloak's other kinds
+            r#""typ":"Refresh""#,
+            r#""typ":"Offline""#,
+            r#""typ":"ID""#,
+            // other claims and spellings
+            r#""token_type":"refresh_token""#,
+            r#""token_use":"id""#,
+            r#""tokenType":"refresh-token ""#,
+            r#""tokenType":" refresh-token""#,
+            r#""tokenType":"refresh-token\n""#,
+            r#""TokenType":"Refresh_Token""#,
+            r#""tokenType":"id-token""#,
+            // malformed declarations
+            r#""tokenType":["access-token"]"#,
+            r#""tokenType":["refresh-token"]"#,
+            r#""typ":["Bearer","Refresh"]"#,
+            r#""tokenType":1"#,
+            r#""token_type":{"v":"access_token"}"#,
+            r#""tokenType":"""#,
+            r#""typ":"Bearer ""#,
+            // one access declaration does not outvote another kind
+            r#""tokenType":"access-token","typ":"Refresh""#,
+        ] {
+            assert_eq!(kind(bad), Err(TokenError::NotAccessToken), "{bad}");
+        }
     }
 
     #[test]
