@@ -212,13 +212,16 @@ impl KeySet {
     /// (the usual answer to a key compromise) publishes new material under the same `kid`, and
     /// tokens verified under the old key must then be verified again (RFC 7517 §4.5 makes no
     /// promise that a `kid` keeps naming the same key).
-    fn fingerprint(&self) -> Vec<(Option<String>, KeyKind, Option<Alg>, [u8; 32])> {
+    fn fingerprint(&self) -> Vec<KeyPrint> {
         self.keys
             .iter()
             .map(|k| (k.kid.clone(), k.kind, k.alg, k.material))
             .collect()
     }
 }
+
+/// One key as the fingerprint sees it: `kid`, type, `alg`, material digest.
+type KeyPrint = (Option<String>, KeyKind, Option<Alg>, [u8; 32]);
 
 const MAX_CANDIDATES: usize = 4;
 
