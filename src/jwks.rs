@@ -436,6 +436,12 @@ pub struct JwksManager {
     /// `serve`): unknown-kid refetches started from a Check worker's runtime run there, so
     /// key fetching never shares a thread with Check serving.
     control: Option<tokio::runtime::Handle>,
+    /// How long one Check waits for an unknown-kid refetch: half of Envoy's ext_authz timeout
+    /// (`envoy.check_timeout_ms`), at most the fetch timeout twice plus a second. A Check
+    /// that outlived Envoy's timeout would become an ext_authz error, which a fail-open
+    /// Envoy (`failure_mode_allow`) or Istio (`failOpen`) turns into an allow; past this the
+    /// Check is denied (`token_unknown_kid`) while the fetch goes on for the next one.
+    kid_wait: Duration,
 }
 
 impl std::fmt::Debug for JwksManager {
@@ -476,9 +482,12 @@ impl JwksManager {
                 url: String::new(),
                 message: e.to_string(),
             })?;
+        let kid_wait = (config.envoy.check_timeout / 2)
+            .min(settings.fetch_timeout * 2 + Duration::from_secs(1));
         let manager = JwksManager {
             issuers: ArcSwap::from_pointee(HashMap::new()),
             tasks: Mutex::new(HashMap::new()),
+            kid_wait,
             settings,
             http,
             metrics,
@@ -630,9 +639,8 @@ impl JwksManager {
                 }
             }
         };
-        // Wait for the shared fetch; bounded by the fetch timeout plus slack.
-        let wait = self.settings.fetch_timeout * 2 + Duration::from_secs(1);
-        let _ = tokio::time::timeout(wait, rx.changed()).await;
+        // Wait for the shared fetch, never past the Check's own deadline (see `kid_wait`).
+        let _ = tokio::time::timeout(self.kid_wait, rx.changed()).await;
         match self.keys(issuer) {
             KeysState::Ready(set) => Some(set),
             KeysState::Unavailable => None,

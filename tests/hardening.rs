@@ -85,11 +85,13 @@ async fn same_kid_new_material_retires_cached_tokens() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_check_spanning_a_reload_leaves_no_usable_cache_entry() {
     let idp = Idp::start(&[&RSA]).await;
+    // A Check waits for a refetch at most half of Envoy's timeout: give it the longest.
+    let envoy = "envoy: {check_timeout_ms: 10000}\n";
     let with_extra = config_yaml(&idp.issuer, "", ROUTES).replace(
         "algorithms: [RS256, ES256, EdDSA]",
         "algorithms: [RS256, ES256, EdDSA]\n        extra_audiences: [client-1]",
-    );
-    let without = config_yaml(&idp.issuer, "", ROUTES);
+    ) + envoy;
+    let without = config_yaml(&idp.issuer, "", ROUTES) + envoy;
     let dir = tempdir();
     let path = dir.join("config.yaml");
     std::fs::write(&path, &with_extra).unwrap();
@@ -466,4 +468,32 @@ fn strip_sgr(line: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// Found while building the soak: a Check waited for an unknown-kid refetch up to twice the
+/// fetch timeout plus a second (11 s by default), far past Envoy's ext_authz timeout (500 ms by
+/// default). With a slow IdP, a flood of unknown kids became ext_authz errors — allows under
+/// `failure_mode_allow`. The Check now answers within half of `envoy.check_timeout_ms`.
+#[tokio::test]
+async fn an_unknown_kid_check_answers_within_envoys_deadline() {
+    let idp = Idp::start(&[&RSA]).await;
+    let yaml = config_yaml(&idp.issuer, "", ROUTES) + "envoy: {check_timeout_ms: 1000}\n";
+    let h = Harness::start(idp, &yaml, true).await;
+    h.idp.set_keys(&[&RSA, &RSA2]);
+    h.idp.set_mode(Mode::Slow(Duration::from_secs(4)));
+    let token = RSA2.mint(&h.claims("files:list"));
+    let mut req = tonic::Request::new(
+        Req::new("POST", "/mcp")
+            .header("authorization", &format!("Bearer {token}"))
+            .into_proto(),
+    );
+    // What Envoy does: a gRPC deadline of `check_timeout_ms`.
+    req.set_timeout(Duration::from_millis(1000));
+    let mut client = h.client.clone();
+    let a = client
+        .check(req)
+        .await
+        .map(|r| Answer::from(r.into_inner()))
+        .unwrap_or_else(|s| panic!("an ext_authz error instead of a denial: {s:?}"));
+    assert_eq!((a.status, a.reason()), (401, "token_unknown_kid"));
 }

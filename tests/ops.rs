@@ -404,7 +404,8 @@ type Inflight = tokio::task::JoinHandle<
 /// the Check carries a token with a new kid, so it waits on that refetch.
 async fn check_waiting_on_a_slow_refetch(fetch: Duration) -> (Harness, Inflight) {
     let idp = Idp::start(&[&RSA]).await;
-    let yaml = config_yaml(&idp.issuer, "", ROUTES);
+    // A Check waits for a refetch at most half of Envoy's timeout: give it the longest.
+    let yaml = config_yaml(&idp.issuer, "", ROUTES) + "envoy: {check_timeout_ms: 10000}\n";
     let h = Harness::start(idp, &yaml, true).await;
     h.idp.set_mode(Mode::Slow(fetch));
     h.idp.set_keys(&[&RSA, &RSA2]);
