@@ -138,6 +138,7 @@ impl Authorizer {
                 let reason = match miss {
                     policy::ResourceMiss::UnknownId => DenyReason::UnknownResource,
                     policy::ResourceMiss::NoMatch => DenyReason::NoRoute,
+                    policy::ResourceMiss::Ambiguous => DenyReason::BadPath,
                 };
                 return deny(reason, None);
             }
@@ -159,31 +160,39 @@ impl Authorizer {
             });
             return allow_public("well-known");
         }
-        let (route, baseline, mcp_rules) =
-            match policy::match_route(resource, &host, &method, &path) {
-                Requirement::Public { route } => {
-                    trace.ok("route", || format!("{route}: public"));
-                    return allow_public(route);
-                }
-                Requirement::Deny => {
-                    trace.fail(
-                        "route",
-                        &"no route matches and the resource default is deny",
-                    );
-                    return deny(DenyReason::NoRoute, Some(resource));
-                }
-                Requirement::Scopes { route, scopes, mcp } => {
-                    trace.ok("route", || {
-                        let rules = if mcp.is_some() {
-                            "; MCP rules for POST bodies"
-                        } else {
-                            ""
-                        };
-                        format!("{route}: scopes [{}]{rules}", scopes.joined())
-                    });
-                    (route, scopes, mcp)
-                }
-            };
+        let (route, baseline, mcp_rules) = match policy::match_route(
+            resource, &host, &method, &path,
+        ) {
+            Requirement::Public { route } => {
+                trace.ok("route", || format!("{route}: public"));
+                return allow_public(route);
+            }
+            Requirement::Deny => {
+                trace.fail(
+                    "route",
+                    &"no route matches and the resource default is deny",
+                );
+                return deny(DenyReason::NoRoute, Some(resource));
+            }
+            Requirement::Ambiguous => {
+                trace.fail(
+                    "route",
+                    &"a case-insensitive, trailing-slash-tolerant router would pick another route",
+                );
+                return deny(DenyReason::BadPath, Some(resource));
+            }
+            Requirement::Scopes { route, scopes, mcp } => {
+                trace.ok("route", || {
+                    let rules = if mcp.is_some() {
+                        "; MCP rules for POST bodies"
+                    } else {
+                        ""
+                    };
+                    format!("{route}: scopes [{}]{rules}", scopes.joined())
+                });
+                (route, scopes, mcp)
+            }
+        };
         let denied = |reason, scope: Option<String>, principal: Option<Principal>, inspection| {
             Decision::Deny(Denied {
                 reason,
@@ -236,6 +245,10 @@ impl Authorizer {
         let mut required = baseline.clone();
         let mut inspection = None;
         if let Some(rules) = mcp_rules.filter(|_| method == "POST") {
+            if !identity_encoding(input.header("content-encoding")) {
+                trace.fail("body", &"content-encoded body");
+                return denied(DenyReason::UnsupportedEncoding, None, Some(principal), None);
+            }
             let calls = trace.check("body", inspect_body(input, &config), |calls| {
                 let parts: Vec<String> = calls
                     .iter()
@@ -301,6 +314,18 @@ impl Authorizer {
             inspection,
         })
     }
+}
+
+/// Whether a `Content-Encoding` leaves the body as mcp-authz reads it: absent, or only
+/// `identity` codings (RFC 9110 §8.4.1, case-insensitive). Express's body-parser inflates
+/// `gzip`, `deflate` and `br` before JSON parsing, so an encoded body would be decided on bytes
+/// the server never reads as such.
+fn identity_encoding(value: Option<&str>) -> bool {
+    value.is_none_or(|v| {
+        v.split(',')
+            .map(str::trim)
+            .all(|c| c.is_empty() || c.eq_ignore_ascii_case("identity"))
+    })
 }
 
 /// Parse the body Envoy forwarded and check it against the `Mcp-Method`/`Mcp-Name` headers.
