@@ -160,39 +160,38 @@ impl Authorizer {
             });
             return allow_public("well-known");
         }
-        let (route, baseline, mcp_rules) = match policy::match_route(
-            resource, &host, &method, &path,
-        ) {
-            Requirement::Public { route } => {
-                trace.ok("route", || format!("{route}: public"));
-                return allow_public(route);
-            }
-            Requirement::Deny => {
-                trace.fail(
-                    "route",
-                    &"no route matches and the resource default is deny",
-                );
-                return deny(DenyReason::NoRoute, Some(resource));
-            }
-            Requirement::Ambiguous => {
-                trace.fail(
+        let (route, baseline, mcp_rules) =
+            match policy::match_route(resource, &host, &method, &path) {
+                Requirement::Public { route } => {
+                    trace.ok("route", || format!("{route}: public"));
+                    return allow_public(route);
+                }
+                Requirement::Deny => {
+                    trace.fail(
+                        "route",
+                        &"no route matches and the resource default is deny",
+                    );
+                    return deny(DenyReason::NoRoute, Some(resource));
+                }
+                Requirement::Ambiguous => {
+                    trace.fail(
                     "route",
                     &"a case-insensitive, trailing-slash-tolerant router would pick another route",
                 );
-                return deny(DenyReason::BadPath, Some(resource));
-            }
-            Requirement::Scopes { route, scopes, mcp } => {
-                trace.ok("route", || {
-                    let rules = if mcp.is_some() {
-                        "; MCP rules for POST bodies"
-                    } else {
-                        ""
-                    };
-                    format!("{route}: scopes [{}]{rules}", scopes.joined())
-                });
-                (route, scopes, mcp)
-            }
-        };
+                    return deny(DenyReason::BadPath, Some(resource));
+                }
+                Requirement::Scopes { route, scopes, mcp } => {
+                    trace.ok("route", || {
+                        let rules = if mcp.is_some() {
+                            "; MCP rules for POST bodies"
+                        } else {
+                            ""
+                        };
+                        format!("{route}: scopes [{}]{rules}", scopes.joined())
+                    });
+                    (route, scopes, mcp)
+                }
+            };
         let denied = |reason, scope: Option<String>, principal: Option<Principal>, inspection| {
             Decision::Deny(Denied {
                 reason,
