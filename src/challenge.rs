@@ -26,8 +26,12 @@ pub enum DenyReason {
     BadPath,
     /// The JSON-RPC body the decision needs is unusable (400) or too large (413).
     Body(BodyError),
-    /// An MCP rule refuses this method, tool, resource or prompt whatever the scopes.
+    /// An MCP rule refuses this method, tool, resource or prompt whatever the scopes (or the
+    /// resource URI cannot be matched safely: 400).
     McpDenied(McpDenial),
+    /// A body the decision needs arrives with a non-identity `Content-Encoding`: the server's
+    /// HTTP stack would decompress what mcp-authz reads as bytes (RFC 9110 §8.4, §15.5.16).
+    UnsupportedEncoding,
     /// Something failed inside mcp-authz. Never an allow.
     Internal,
     /// The CheckRequest itself could not be decoded (a header value that is not UTF-8, a
@@ -213,8 +217,22 @@ impl DenyReason {
                         denied("This MCP resource is not allowed", "resource_denied")
                     }
                     McpDenial::Prompt => denied("This MCP prompt is not allowed", "prompt_denied"),
+                    McpDenial::BadUri(_) => s(
+                        400,
+                        None,
+                        "The resource URI is not in a form that can be authorized",
+                        false,
+                        "resource_uri_ambiguous",
+                    ),
                 }
             }
+            DenyReason::UnsupportedEncoding => s(
+                415,
+                None,
+                "Request bodies must not be content-encoded on this route",
+                false,
+                "unsupported_encoding",
+            ),
             DenyReason::Internal => s(500, None, "Authorization failed", false, "internal"),
             DenyReason::Undecodable => s(
                 400,
@@ -283,6 +301,7 @@ fn json_error(status: u16) -> &'static str {
     match status {
         400 => "bad_request",
         413 => "payload_too_large",
+        415 => "unsupported_media_type",
         401 => "unauthorized",
         403 => "forbidden",
         503 => "unavailable",
@@ -309,6 +328,7 @@ fn www_authenticate(shape: &DenyShape, t: &ChallengeTarget, scope: Option<&str>)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::UriError;
 
     fn target() -> ChallengeTarget {
         ChallengeTarget {
@@ -414,6 +434,8 @@ mod tests {
             DenyReason::McpDenied(McpDenial::Tool),
             DenyReason::McpDenied(McpDenial::Resource),
             DenyReason::McpDenied(McpDenial::Prompt),
+            DenyReason::McpDenied(McpDenial::BadUri(UriError::DotSegment)),
+            DenyReason::UnsupportedEncoding,
         ];
         let mut labels = std::collections::BTreeSet::new();
         for r in all {

@@ -140,6 +140,7 @@ impl Authorizer {
                 let reason = match miss {
                     policy::ResourceMiss::UnknownId => DenyReason::UnknownResource,
                     policy::ResourceMiss::NoMatch => DenyReason::NoRoute,
+                    policy::ResourceMiss::Ambiguous => DenyReason::BadPath,
                 };
                 return deny(reason, None);
             }
@@ -173,6 +174,13 @@ impl Authorizer {
                         &"no route matches and the resource default is deny",
                     );
                     return deny(DenyReason::NoRoute, Some(resource));
+                }
+                Requirement::Ambiguous => {
+                    trace.fail(
+                    "route",
+                    &"a case-insensitive, trailing-slash-tolerant router would pick another route",
+                );
+                    return deny(DenyReason::BadPath, Some(resource));
                 }
                 Requirement::Scopes { route, scopes, mcp } => {
                     trace.ok("route", || {
@@ -239,6 +247,10 @@ impl Authorizer {
         let mut required = baseline.clone();
         let mut inspection = None;
         if let Some(rules) = mcp_rules.filter(|_| method == "POST") {
+            if !identity_encoding(input.header("content-encoding")) {
+                trace.fail("body", &"content-encoded body");
+                return denied(DenyReason::UnsupportedEncoding, None, Some(principal), None);
+            }
             let calls = trace.check("body", inspect_body(input, &config), |calls| {
                 let parts: Vec<String> = calls
                     .iter()
@@ -304,6 +316,18 @@ impl Authorizer {
             inspection,
         })
     }
+}
+
+/// Whether a `Content-Encoding` leaves the body as mcp-authz reads it: absent, or only
+/// `identity` codings (RFC 9110 §8.4.1, case-insensitive). Express's body-parser inflates
+/// `gzip`, `deflate` and `br` before JSON parsing, so an encoded body would be decided on bytes
+/// the server never reads as such.
+fn identity_encoding(value: Option<&str>) -> bool {
+    value.is_none_or(|v| {
+        v.split(',')
+            .map(str::trim)
+            .all(|c| c.is_empty() || c.eq_ignore_ascii_case("identity"))
+    })
 }
 
 /// Parse the body Envoy forwarded and check it against the `Mcp-Method`/`Mcp-Name` headers.

@@ -481,7 +481,10 @@ pub struct RawMcpRules {
     /// Tools not listed (default: `deny` when `tools` is set, else `[]`).
     #[serde(default)]
     pub default_tool: Option<RawRule>,
-    /// Scopes per resource URI prefix for `resources/read` (longest prefix wins), or `deny`.
+    /// Scopes per resource URI prefix for `resources/read`, `resources/subscribe`,
+    /// `resources/unsubscribe` and `completion/complete` (`ref/resource`), or `deny`. Prefixes
+    /// are canonicalised like request URIs (WHATWG URL) and match on segment boundaries; the
+    /// longest wins.
     #[serde(default)]
     pub resources: BTreeMap<String, RawRule>,
     /// Resource URIs matching no prefix (default: `deny` when `resources` is set, else `[]`).
@@ -755,7 +758,7 @@ pub struct McpRules {
     pub default_method: Rule,
     pub tools: HashMap<String, Rule>,
     pub default_tool: Rule,
-    /// Longest prefix first.
+    /// Canonical URI prefixes (`policy::canonical_resource_uri`), longest first.
     pub resources: Vec<(String, Rule)>,
     pub default_resource: Rule,
     pub prompts: HashMap<String, Rule>,
@@ -1668,10 +1671,24 @@ fn validate_mcp(at: &str, m: RawMcpRules) -> Result<McpRules, ConfigError> {
         };
     let tools = validate_rule_map(&format!("{at}.tools"), &m.tools)?;
     let prompts = validate_rule_map(&format!("{at}.prompts"), &m.prompts)?;
-    let mut resources: Vec<(String, Rule)> =
-        validate_rule_map(&format!("{at}.resources"), &m.resources)?
-            .into_iter()
-            .collect();
+    let mut resources: Vec<(String, Rule)> = Vec::new();
+    for (k, rule) in validate_rule_map(&format!("{at}.resources"), &m.resources)? {
+        // Rules match the canonical URI (policy::canonical_resource_uri), so a prefix is
+        // canonicalised the same way, or refused for what a request would be refused for.
+        let canonical = crate::policy::canonical_resource_uri(&k).map_err(|e| {
+            invalid(
+                format!("{at}.resources.{k}"),
+                format!("{k:?} is not a usable resource URI prefix: {e}"),
+            )
+        })?;
+        if let Some((_, _)) = resources.iter().find(|(c, _)| *c == canonical) {
+            return Err(invalid(
+                format!("{at}.resources.{k}"),
+                format!("{k:?} is the same prefix as another entry once canonical ({canonical:?})"),
+            ));
+        }
+        resources.push((canonical, rule));
+    }
     resources.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
     // Rules that can never apply are configuration mistakes.
     for (method, listed, field) in [

@@ -40,6 +40,21 @@ pub struct Call {
     pub name: Option<String>,
     /// `params.uri` (resources/read, resources/subscribe).
     pub uri: Option<String>,
+    /// `params.ref` (completion/complete).
+    pub reference: Option<Reference>,
+}
+
+/// The target a `completion/complete` request names (MCP schema `PromptReference` /
+/// `ResourceTemplateReference`, told apart by `type` as the SDKs do).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reference {
+    /// `{"type": "ref/prompt", "name": ...}`
+    Prompt(Option<String>),
+    /// `{"type": "ref/resource", "uri": ...}`
+    Resource(Option<String>),
+    /// An object with any other `type`, or none (a `ref` that is not an object is not a
+    /// JSON-RPC message we read: 400).
+    Other,
 }
 
 impl Call {
@@ -228,6 +243,7 @@ impl<'de> Visitor<'de> for MessageVisitor {
                     let p = map.next_value::<Params>()?;
                     call.name = p.name;
                     call.uri = p.uri;
+                    call.reference = p.reference;
                 }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
@@ -245,6 +261,7 @@ impl<'de> Visitor<'de> for MessageVisitor {
 struct Params {
     name: Option<String>,
     uri: Option<String>,
+    reference: Option<Reference>,
 }
 
 impl<'de> de::Deserialize<'de> for Params {
@@ -270,6 +287,7 @@ impl<'de> Visitor<'de> for ParamsVisitor {
             match key.as_str() {
                 "name" => p.name = Some(map.next_value::<String>()?),
                 "uri" => p.uri = Some(map.next_value::<String>()?),
+                "ref" => p.reference = Some(map.next_value::<RefParam>()?.0),
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -286,6 +304,51 @@ impl<'de> Visitor<'de> for ParamsVisitor {
 
     fn visit_unit<E: de::Error>(self) -> Result<Params, E> {
         Ok(Params::default())
+    }
+}
+
+struct RefParam(Reference);
+
+impl<'de> de::Deserialize<'de> for RefParam {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(RefVisitor).map(RefParam)
+    }
+}
+
+/// `params.ref` of `completion/complete`: its `type`, `name` and `uri` are read with the same
+/// strictness as `params` (a repeated member is refused: the server's parser takes the last;
+/// a member of the wrong type is not JSON-RPC we read).
+struct RefVisitor;
+
+impl<'de> Visitor<'de> for RefVisitor {
+    type Value = Reference;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a completion reference")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Reference, A::Error> {
+        let mut seen: Vec<String> = Vec::new();
+        let (mut kind, mut name, mut uri) = (None, None, None);
+        while let Some(key) = map.next_key::<String>()? {
+            if seen.contains(&key) {
+                return Err(de::Error::custom(DUPLICATE));
+            }
+            match key.as_str() {
+                "type" => kind = Some(map.next_value::<String>()?),
+                "name" => name = Some(map.next_value::<String>()?),
+                "uri" => uri = Some(map.next_value::<String>()?),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            seen.push(key);
+        }
+        Ok(match kind.as_deref() {
+            Some("ref/prompt") => Reference::Prompt(name),
+            Some("ref/resource") => Reference::Resource(uri),
+            _ => Reference::Other,
+        })
     }
 }
 
@@ -528,6 +591,7 @@ mod tests {
             method: Some("tools/call".into()),
             name: Some("read_file".into()),
             uri: None,
+            reference: None,
         }];
         assert!(check_headers(&calls, Some("tools/call"), Some("read_file")).is_ok());
         assert!(check_headers(&calls, Some("tools/call"), Some("=?base64?cmVhZF9maWxl?=")).is_ok());

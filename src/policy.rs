@@ -3,8 +3,10 @@
 
 use std::collections::HashMap;
 
-use crate::config::{Access, Config, McpRules, RESOURCE_CONTEXT_KEY, Resource, Route, Rule};
-use crate::mcp::Call;
+use crate::config::{
+    Access, Config, McpRules, PathMatch, RESOURCE_CONTEXT_KEY, Resource, Route, Rule,
+};
+use crate::mcp::{Call, Reference};
 use crate::scope::Scopes;
 
 /// Why a request path cannot be matched safely.
@@ -111,6 +113,92 @@ pub fn authority_host(authority: &str) -> String {
     host.trim_end_matches('.').to_ascii_lowercase()
 }
 
+/// Why a resource URI cannot be matched safely (answered 400, never guessed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UriError {
+    #[error("not an absolute URI")]
+    NotAUri,
+    #[error("contains a '.' or '..' segment")]
+    DotSegment,
+    #[error("contains a percent escape servers may decode differently")]
+    AmbiguousEscape,
+    #[error("contains a backslash, whitespace or control character")]
+    ForbiddenChar,
+    #[error("carries user information")]
+    UserInfo,
+}
+
+/// The one form of a resource URI that rules are matched against: the WHATWG URL
+/// serialization (URL Standard §4.4 parsing, §4.5 serializing), which is what the TypeScript
+/// SDK's `McpServer` looks resources up by (`new URL(uri).toString()`) and what pydantic's
+/// `AnyUrl` (the same `url` crate) yields. Differences that every WHATWG parser resolves the same
+/// way are canonicalised: scheme and host case, default port, `file://localhost/` as
+/// `file:///`, characters the URL Standard percent-encodes. Differences a server may resolve
+/// differently are refused: dot segments (raw, or `%2e`-encoded — WHATWG resolves both, the
+/// Python SDK matches the raw string, a file handler may resolve them again), encoded `/`, `\`,
+/// NUL, `%` and unreserved characters (RFC 3986 §6.2.2.2 normalisers decode those, WHATWG keeps
+/// them), backslashes (WHATWG reads them as `/` in special schemes only), whitespace and
+/// control characters (WHATWG strips or drops them silently), and user information.
+pub fn canonical_resource_uri(raw: &str) -> Result<String, UriError> {
+    let b = raw.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            c if c <= 0x20 || c == 0x7f || c == b'\\' => return Err(UriError::ForbiddenChar),
+            b'%' => {
+                let v = b
+                    .get(i + 1..i + 3)
+                    .and_then(hex_pair_checked)
+                    .ok_or(UriError::AmbiguousEscape)?;
+                if v.is_ascii_alphanumeric() || b"-._~/\\%".contains(&v) || v == 0 {
+                    return Err(UriError::AmbiguousEscape);
+                }
+                i += 3;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    // Dot segments anywhere before the query: WHATWG removes them (URL Standard §4.4, path
+    // state), RFC 3986 §5.2.4 too, an exact-string lookup does not.
+    let before_query = raw.split(['?', '#']).next().unwrap_or("");
+    if before_query.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err(UriError::DotSegment);
+    }
+    let url = url::Url::parse(raw).map_err(|_| UriError::NotAUri)?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(UriError::UserInfo);
+    }
+    Ok(url.into())
+}
+
+fn hex_pair_checked(h: &[u8]) -> Option<u8> {
+    (h.len() == 2 && h.iter().all(u8::is_ascii_hexdigit)).then(|| hex_pair(h))?
+}
+
+/// A canonical resource-rule prefix matches a canonical URI on a segment boundary:
+/// `file:///public` matches `file:///public` and `file:///public/a`, not `file:///publicity`; a
+/// prefix ending in `/` or `:` (`file:///`, `urn:isbn:`) matches whatever follows it.
+pub fn uri_prefix_matches(prefix: &str, uri: &str) -> bool {
+    uri.strip_prefix(prefix).is_some_and(|rest| {
+        rest.is_empty() || prefix.ends_with(['/', ':']) || rest.starts_with(['/', '?', '#'])
+    })
+}
+
+/// A normalized path as a case-insensitive, trailing-slash-tolerant router reads it: Express 5
+/// (the TypeScript SDK's `createMcpExpressApp`) routes with `caseSensitive: false` and
+/// `strict: false` by default, so `/MCP` and `/mcp/` dispatch to the `/mcp` handler. ASCII case
+/// only: JavaScript's case-insensitive RegExp (ECMA-262 §22.2.2.7.3 Canonicalize) never maps a
+/// non-ASCII character to an ASCII one.
+pub fn fold_path(path: &str) -> String {
+    let mut p = path.to_ascii_lowercase();
+    if p.len() > 1 && p.ends_with('/') {
+        p.pop();
+    }
+    p
+}
+
 /// Why no resource could be chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResourceMiss {
@@ -118,6 +206,9 @@ pub enum ResourceMiss {
     UnknownId,
     /// Host and path fit no configured resource.
     NoMatch,
+    /// The path's exact form and its case-folded, trailing-slash-free form select different
+    /// resources: which one the server would serve depends on its router, so neither is guessed.
+    Ambiguous,
 }
 
 /// Pick the resource: Envoy's per-route `context_extensions` entry when present (authoritative),
@@ -136,14 +227,30 @@ pub fn select_resource<'c>(
         return Ok(&config.resources[0]);
     }
     let on_host: Vec<&Resource> = config.resources.iter().filter(|r| r.host == host).collect();
-    let by_path = on_host
-        .iter()
-        .filter(|r| crate::config::segment_prefix(&r.path, path) || r.prm_paths[0] == path)
-        .max_by_key(|r| r.path.len());
-    match (by_path, on_host.as_slice()) {
-        (Some(r), _) => Ok(r),
-        (None, [only]) => Ok(only),
-        _ => Err(ResourceMiss::NoMatch),
+    let pick = |fold: bool| {
+        let by_path = on_host
+            .iter()
+            .filter(|r| {
+                if fold {
+                    let p = fold_path(path);
+                    crate::config::segment_prefix(&fold_path(&r.path), &p)
+                        || fold_path(&r.prm_paths[0]) == p
+                } else {
+                    crate::config::segment_prefix(&r.path, path) || r.prm_paths[0] == path
+                }
+            })
+            .max_by_key(|r| r.path.len());
+        match (by_path, on_host.as_slice()) {
+            (Some(r), _) => Ok(*r),
+            (None, [only]) => Ok(*only),
+            _ => Err(ResourceMiss::NoMatch),
+        }
+    };
+    let exact = pick(false);
+    match (exact, pick(true)) {
+        (Ok(a), Ok(b)) if !std::ptr::eq(a, b) => Err(ResourceMiss::Ambiguous),
+        (Err(_), Ok(_)) => Err(ResourceMiss::Ambiguous),
+        _ => exact,
     }
 }
 
@@ -160,6 +267,11 @@ pub enum Requirement<'c> {
     },
     /// Denied whatever the token (no route matched under default-deny).
     Deny,
+    /// The exact path and the path as a case-insensitive, trailing-slash-tolerant router reads
+    /// it (`fold_path`) match different routes (or one matches a route and the other the
+    /// default): refused (400), since either reading could be the weaker one — Express folds,
+    /// Starlette does not.
+    Ambiguous,
 }
 
 /// Well-known PRM paths and CORS preflights never need a token (RFC 9728 §3; MCP: browser
@@ -176,11 +288,19 @@ pub fn match_route<'c>(
     method: &str,
     path: &str,
 ) -> Requirement<'c> {
-    let hit = resource
+    let exact = resource
         .routes
         .iter()
-        .find(|r| route_matches(r, host, method, path));
-    match hit {
+        .position(|r| route_matches(r, host, method, path));
+    let folded_path = fold_path(path);
+    let folded = resource
+        .routes
+        .iter()
+        .position(|r| route_matches_folded(r, host, method, &folded_path));
+    if exact != folded {
+        return Requirement::Ambiguous;
+    }
+    match exact.map(|i| &resource.routes[i]) {
         Some(Route {
             name,
             access: Access::Public,
@@ -218,6 +338,9 @@ pub enum McpDenial {
     Resource,
     #[error("the prompt is denied")]
     Prompt,
+    /// Not a rule's verdict: the resource URI cannot be matched safely (400).
+    #[error("the resource URI is ambiguous: {0}")]
+    BadUri(UriError),
 }
 
 /// Scopes the JSON-RPC messages need beyond the route's, or the rule that refuses them. Every
@@ -249,26 +372,63 @@ pub fn mcp_requirement(rules: &McpRules, calls: &[Call]) -> Result<Scopes, McpDe
                 let rule = call.name.as_deref().and_then(|n| rules.prompts.get(n));
                 add(rule.unwrap_or(&rules.default_prompt), McpDenial::Prompt)?;
             }
-            "resources/read" | "resources/subscribe" => {
-                let rule = call.uri.as_deref().and_then(|u| {
-                    rules
-                        .resources
-                        .iter()
-                        .find(|(prefix, _)| u.starts_with(prefix.as_str()))
-                        .map(|(_, r)| r)
-                });
-                add(rule.unwrap_or(&rules.default_resource), McpDenial::Resource)?;
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                add(
+                    resource_rule(rules, call.uri.as_deref())?,
+                    McpDenial::Resource,
+                )?;
             }
+            // A completion names a prompt or a resource template; it is held to that target's
+            // rule, or a client without the target's scope could enumerate what it protects.
+            "completion/complete" => match &call.reference {
+                Some(Reference::Prompt(name)) => {
+                    let rule = name.as_deref().and_then(|n| rules.prompts.get(n));
+                    add(rule.unwrap_or(&rules.default_prompt), McpDenial::Prompt)?;
+                }
+                Some(Reference::Resource(uri)) => {
+                    add(resource_rule(rules, uri.as_deref())?, McpDenial::Resource)?;
+                }
+                // No usable reference: the SDKs refuse it, and it must need at least what
+                // an unlisted prompt and an unlisted resource need.
+                Some(Reference::Other) | None => {
+                    add(&rules.default_prompt, McpDenial::Prompt)?;
+                    add(&rules.default_resource, McpDenial::Resource)?;
+                }
+            },
             _ => {}
         }
     }
     Ok(need)
 }
 
+/// The rule for a resource URI: the longest configured prefix (canonical, see
+/// [`canonical_resource_uri`]) that matches the URI's canonical form on a segment boundary.
+fn resource_rule<'r>(rules: &'r McpRules, uri: Option<&str>) -> Result<&'r Rule, McpDenial> {
+    let Some(uri) = uri else {
+        return Ok(&rules.default_resource);
+    };
+    let canonical = canonical_resource_uri(uri).map_err(McpDenial::BadUri)?;
+    Ok(rules
+        .resources
+        .iter()
+        .find(|(prefix, _)| uri_prefix_matches(prefix, &canonical))
+        .map_or(&rules.default_resource, |(_, r)| r))
+}
+
 fn route_matches(r: &Route, host: &str, method: &str, path: &str) -> bool {
     r.host.as_deref().is_none_or(|h| h == host)
         && (r.methods.is_empty() || r.methods.iter().any(|m| m == method))
         && r.path.matches(path)
+}
+
+/// [`route_matches`] for a folded path against the route's folded pattern.
+fn route_matches_folded(r: &Route, host: &str, method: &str, folded_path: &str) -> bool {
+    r.host.as_deref().is_none_or(|h| h == host)
+        && (r.methods.is_empty() || r.methods.iter().any(|m| m == method))
+        && match &r.path {
+            PathMatch::Exact(p) => fold_path(p) == folded_path,
+            PathMatch::Prefix(p) => crate::config::segment_prefix(&fold_path(p), folded_path),
+        }
 }
 
 #[cfg(test)]
@@ -374,6 +534,7 @@ resources:
             Requirement::Public { route } => format!("public:{route}"),
             Requirement::Scopes { route, scopes, .. } => format!("{route}:{}", scopes.joined()),
             Requirement::Deny => "deny".into(),
+            Requirement::Ambiguous => "ambiguous".into(),
         };
         assert_eq!(route(files, "h", "POST", "/files"), "route-0:files:list");
         assert_eq!(route(files, "h", "GET", "/files"), "route-2:");
@@ -416,6 +577,7 @@ resources:
             method: Some(m.into()),
             name: name.map(Into::into),
             uri: uri.map(Into::into),
+            reference: None,
         };
         let req = |calls: &[Call]| mcp_requirement(rules, calls).map(|s| s.joined());
         assert_eq!(req(&[call("initialize", None, None)]), Ok("".into()));
@@ -515,6 +677,247 @@ resources:
                 .unwrap_err()
                 .to_string();
             assert!(e.contains(want), "{e:?} should contain {want:?}");
+        }
+    }
+
+    #[test]
+    fn resource_uris_canonical_or_refused() {
+        let ok: &[(&str, &str)] = &[
+            ("file:///public/a", "file:///public/a"),
+            ("FILE:///public/a", "file:///public/a"),
+            ("file://localhost/secret/k", "file:///secret/k"),
+            ("file://LOCALHOST/secret/k", "file:///secret/k"),
+            (
+                "HTTPS://MCP.Example.COM:443/public",
+                "https://mcp.example.com/public",
+            ),
+            ("https://mcp.example.com", "https://mcp.example.com/"),
+            ("file:///a%20b", "file:///a%20b"),
+            ("file:///é", "file:///%C3%A9"),
+            ("docs://secret/{id}", "docs://secret/%7Bid%7D"),
+            ("config://app", "config://app"),
+            ("urn:isbn:123", "urn:isbn:123"),
+            (
+                "file:///public/a?x=../../secret",
+                "file:///public/a?x=../../secret",
+            ),
+            ("https://0x7f.1/x", "https://127.0.0.1/x"),
+        ];
+        for (raw, want) in ok {
+            assert_eq!(canonical_resource_uri(raw).as_deref(), Ok(*want), "{raw}");
+            // Idempotent: the canonical form is its own canonical form.
+            assert_eq!(canonical_resource_uri(want).as_deref(), Ok(*want), "{want}");
+        }
+        let bad: &[(&str, UriError)] = &[
+            ("file:///public/../secret/k", UriError::DotSegment),
+            ("file:///public/./a", UriError::DotSegment),
+            ("file:///public/..", UriError::DotSegment),
+            ("docs://x/a/../b", UriError::DotSegment),
+            ("file:///public/%2e%2e/secret/k", UriError::AmbiguousEscape),
+            ("file:///public/%2E./secret/k", UriError::AmbiguousEscape),
+            ("file:///public%2f..%2fsecret", UriError::AmbiguousEscape),
+            ("file:///public/%5c..", UriError::AmbiguousEscape),
+            ("file:///%73ecret/k", UriError::AmbiguousEscape),
+            ("file:///a%00", UriError::AmbiguousEscape),
+            ("file:///a%252e", UriError::AmbiguousEscape),
+            ("file:///a%zz", UriError::AmbiguousEscape),
+            ("file:///a%4", UriError::AmbiguousEscape),
+            ("file:///public\\..\\secret", UriError::ForbiddenChar),
+            ("file:///pub\tlic/a", UriError::ForbiddenChar),
+            (" file:///public/a", UriError::ForbiddenChar),
+            ("file:///a b", UriError::ForbiddenChar),
+            ("https://public@secret.example/", UriError::UserInfo),
+            ("public/a", UriError::NotAUri),
+            ("", UriError::NotAUri),
+            ("https://", UriError::NotAUri),
+        ];
+        for (raw, want) in bad {
+            assert_eq!(canonical_resource_uri(raw), Err(*want), "{raw}");
+        }
+    }
+
+    #[test]
+    fn uri_prefixes_match_on_segment_boundaries() {
+        assert!(uri_prefix_matches("file:///public", "file:///public"));
+        assert!(uri_prefix_matches("file:///public", "file:///public/a"));
+        assert!(uri_prefix_matches("file:///public", "file:///public?x"));
+        assert!(!uri_prefix_matches("file:///public", "file:///publicity"));
+        assert!(uri_prefix_matches("file:///public/", "file:///public/a"));
+        assert!(!uri_prefix_matches("file:///public/", "file:///public"));
+        assert!(uri_prefix_matches("urn:isbn:", "urn:isbn:123"));
+        assert!(!uri_prefix_matches("docs://public", "docs://public.evil/x"));
+    }
+
+    fn uri_rules() -> Config {
+        Config::from_yaml(
+            r#"
+resources:
+  - id: files
+    uri: https://mcp.example.com/mcp
+    issuers: [{issuer: https://iam.example.com}]
+    routes:
+      - path: /mcp
+        scopes: []
+        mcp:
+          resources:
+            "FILE://localhost/public": [r:public]
+            "file:///secret/": [r:secret]
+            "https://Docs.Example.com:443": [r:docs]
+          prompts: {greet: [p:basic], admin_prompt: [p:admin]}
+"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn resource_rules_match_the_canonical_uri() {
+        let c = uri_rules();
+        let rules = c.resources[0].routes[0].mcp.as_ref().unwrap();
+        // The prefixes themselves were canonicalised at load.
+        let prefixes: Vec<&str> = rules.resources.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            prefixes,
+            [
+                "https://docs.example.com/",
+                "file:///secret/",
+                "file:///public"
+            ]
+        );
+        let read = |uri: &str| {
+            mcp_requirement(
+                rules,
+                &[Call {
+                    method: Some("resources/read".into()),
+                    uri: Some(uri.into()),
+                    ..Call::default()
+                }],
+            )
+            .map(|s| s.joined())
+        };
+        assert_eq!(read("file:///public/a"), Ok("r:public".into()));
+        assert_eq!(read("file://localhost/secret/k"), Ok("r:secret".into()));
+        assert_eq!(read("FILE:///SECRET/k"), Err(McpDenial::Resource));
+        assert_eq!(read("file:///secret/k"), Ok("r:secret".into()));
+        assert_eq!(read("HTTPS://DOCS.example.com/x"), Ok("r:docs".into()));
+        // A weak prefix that names a protected resource once resolved is refused, not guessed.
+        for tricky in [
+            "file:///public/../secret/k",
+            "file:///public/%2e%2e/secret/k",
+            "file:///public/%2E%2E/%2E%2E/etc/passwd",
+            "file:///public\\..\\secret\\k",
+        ] {
+            assert!(
+                matches!(read(tricky), Err(McpDenial::BadUri(_))),
+                "{tricky}"
+            );
+        }
+        // Segment boundary: `file:///publicity` is not under `file:///public`.
+        assert_eq!(read("file:///publicity"), Err(McpDenial::Resource));
+        // Subscriptions and unsubscriptions name the same resources.
+        for method in ["resources/subscribe", "resources/unsubscribe"] {
+            let r = mcp_requirement(
+                rules,
+                &[Call {
+                    method: Some(method.into()),
+                    uri: Some("file:///secret/k".into()),
+                    ..Call::default()
+                }],
+            );
+            assert_eq!(r.map(|s| s.joined()), Ok("r:secret".into()), "{method}");
+        }
+    }
+
+    #[test]
+    fn completion_refs_are_held_to_their_targets_rules() {
+        let c = uri_rules();
+        let rules = c.resources[0].routes[0].mcp.as_ref().unwrap();
+        let complete = |r: Option<Reference>| {
+            mcp_requirement(
+                rules,
+                &[Call {
+                    method: Some("completion/complete".into()),
+                    reference: r,
+                    ..Call::default()
+                }],
+            )
+            .map(|s| s.joined())
+        };
+        assert_eq!(
+            complete(Some(Reference::Resource(Some(
+                "file:///secret/{name}".into()
+            )))),
+            Ok("r:secret".into())
+        );
+        assert_eq!(
+            complete(Some(Reference::Resource(Some("file:///other/{x}".into())))),
+            Err(McpDenial::Resource)
+        );
+        assert!(matches!(
+            complete(Some(Reference::Resource(Some(
+                "file:///public/../secret/{x}".into()
+            )))),
+            Err(McpDenial::BadUri(_))
+        ));
+        assert_eq!(
+            complete(Some(Reference::Prompt(Some("admin_prompt".into())))),
+            Ok("p:admin".into())
+        );
+        assert_eq!(
+            complete(Some(Reference::Prompt(Some("unlisted".into())))),
+            Err(McpDenial::Prompt)
+        );
+        assert_eq!(
+            complete(Some(Reference::Prompt(None))),
+            Err(McpDenial::Prompt)
+        );
+        assert_eq!(complete(Some(Reference::Other)), Err(McpDenial::Prompt));
+        assert_eq!(complete(None), Err(McpDenial::Prompt));
+    }
+
+    #[test]
+    fn paths_a_folding_router_reads_differently_are_refused() {
+        let c = Config::from_yaml(
+            r#"
+resources:
+  - id: files
+    uri: https://mcp.example.com/mcp
+    issuers: [{issuer: https://iam.example.com}]
+    default_scopes: []
+    routes:
+      - {path: /mcp/admin, scopes: [admin]}
+      - {path: /mcp, scopes: [], mcp: {tools: {wipe: [admin]}}}
+      - {path_prefix: /mcp, scopes: []}
+      - {path_prefix: /public, public: true}
+"#,
+        )
+        .unwrap();
+        let r = &c.resources[0];
+        let route = |p: &str| match match_route(r, "h", "POST", p) {
+            Requirement::Public { route } => format!("public:{route}"),
+            Requirement::Scopes { route, scopes, .. } => format!("{route}:{}", scopes.joined()),
+            Requirement::Deny => "deny".into(),
+            Requirement::Ambiguous => "ambiguous".into(),
+        };
+        assert_eq!(route("/mcp"), "route-1:");
+        assert_eq!(route("/mcp/admin"), "route-0:admin");
+        assert_eq!(route("/mcp/x"), "route-2:");
+        assert_eq!(route("/mcp/X"), "route-2:");
+        assert_eq!(route("/public/A/"), "public:route-3");
+        assert_eq!(route("/other"), "default:");
+        // Express would dispatch these to the `/mcp` or `/mcp/admin` handler.
+        for p in [
+            "/MCP",
+            "/Mcp",
+            "/mcp/",
+            "/mcp/ADMIN",
+            "/mcp/admin/",
+            "/MCP/Admin/",
+        ] {
+            assert_eq!(route(p), "ambiguous", "{p}");
+        }
+        // Idempotent folding.
+        for p in ["/MCP/", "/", "/a/B/"] {
+            assert_eq!(fold_path(&fold_path(p)), fold_path(p));
         }
     }
 

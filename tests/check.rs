@@ -473,7 +473,6 @@ async fn policy_denials_are_403_without_challenge() {
     for req in [
         Req::new("POST", "/admin"),
         Req::new("POST", "/mcpx"),
-        Req::new("POST", "/MCP"),
         Req::new("POST", "/mcp").context("mcp_authz_resource", "no-such-resource"),
     ] {
         let label = format!("{} {:?}", req.path, req.context);
@@ -529,9 +528,23 @@ async fn path_tricks_cannot_reach_other_routes() {
         h.check(Req::new("GET", "/mcp/health?x=1")).await.status,
         200
     );
-    // Trailing slash and case are exact.
-    assert_eq!(h.check(Req::new("GET", "/mcp/health/")).await.status, 401);
-    assert_eq!(h.check(Req::new("GET", "/MCP/health")).await.status, 403);
+    // A path that a case-insensitive, trailing-slash-tolerant router (Express) dispatches to
+    // another route than its exact form is refused: either reading could be the weaker one.
+    for (method, path) in [
+        ("GET", "/mcp/health/"),
+        ("GET", "/MCP/health"),
+        ("POST", "/MCP"),
+        ("POST", "/Mcp/"),
+        ("GET", "/mcp/FILES/x"),
+    ] {
+        let a = h.check(Req::new(method, path)).await;
+        assert_eq!(a.status, 400, "{path}");
+        assert_eq!(a.json()["error"], "bad_request", "{path}");
+        assert_eq!(a.www(), None, "{path}");
+    }
+    // Case or a trailing slash that changes no route is not refused.
+    assert_eq!(h.check(Req::new("POST", "/mcp/X/")).await.status, 401);
+    assert_eq!(h.check(Req::new("GET", "/mcp/files/A/")).await.status, 401);
 }
 
 #[tokio::test]

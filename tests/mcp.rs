@@ -254,3 +254,135 @@ fn seed_example_configs_load() {
         );
     }
 }
+
+/// Issue 11: resource rules on the URI the SDK servers resolve, completion refs held to their
+/// targets' rules, content-encoded bodies refused.
+const URI_ROUTES: &str = r#"
+    routes:
+      - name: mcp
+        path: /mcp
+        scopes: [files:list]
+        mcp:
+          resources:
+            "file:///public/": [files:list]
+            "file:///secret/": [files:admin]
+          prompts: {greet: [files:list], admin_report: [files:admin]}
+"#;
+
+async fn uri_harness() -> Harness {
+    let idp = Idp::start(&[&RSA]).await;
+    let yaml = config_yaml(&idp.issuer, "", URI_ROUTES);
+    Harness::start(idp, &yaml, true).await
+}
+
+fn read(uri: &str) -> String {
+    serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "resources/read", "params": {"uri": uri}})
+        .to_string()
+}
+
+#[tokio::test]
+async fn resource_uris_are_matched_as_the_server_resolves_them() {
+    let mut h = uri_harness().await;
+    let list = RSA.mint(&h.claims("files:list"));
+    assert_eq!(h.post(&list, &read("file:///public/a")).await.status, 200);
+    // `new URL()` (TS SDK) resolves these to file:///secret/k: refused, never read as public.
+    for uri in [
+        "file:///public/../secret/k",
+        "file:///public/%2e%2e/secret/k",
+        "file:///public/%2E%2E/secret/k",
+        "file:///public/.%2e/secret/k",
+        "file:///public\\..\\secret\\k",
+        "file:///public/%2fsecret",
+    ] {
+        let a = h.post(&list, &read(uri)).await;
+        assert_eq!(a.status, 400, "{uri}");
+        assert_eq!(a.reason(), "resource_uri_ambiguous", "{uri}");
+        assert_eq!(a.www(), None, "{uri}");
+    }
+    // Canonicalised forms of a protected URI get the protected rule (403 step-up), and an
+    // unlisted one stays denied by default.
+    for uri in [
+        "FILE:///secret/k",
+        "file://localhost/secret/k",
+        "file://LocalHost/secret/k",
+    ] {
+        let a = h.post(&list, &read(uri)).await;
+        assert_eq!(a.status, 403, "{uri}");
+        assert_eq!(a.reason(), "insufficient_scope", "{uri}");
+    }
+    let a = h.post(&list, &read("file:///publicity")).await;
+    assert_eq!(a.reason(), "resource_denied");
+}
+
+#[tokio::test]
+async fn completion_refs_need_their_targets_scopes() {
+    let mut h = uri_harness().await;
+    let list = RSA.mint(&h.claims("files:list"));
+    let admin = RSA.mint(&h.claims("files:admin files:list"));
+    let complete = |r: serde_json::Value| {
+        serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "completion/complete",
+            "params": {"ref": r, "argument": {"name": "x", "value": ""}}})
+        .to_string()
+    };
+    let secret =
+        complete(serde_json::json!({"type": "ref/resource", "uri": "file:///secret/{name}"}));
+    let a = h.post(&list, &secret).await;
+    assert_eq!(a.status, 403);
+    assert_eq!(a.reason(), "insufficient_scope");
+    assert_eq!(h.post(&admin, &secret).await.status, 200);
+    let prompt = complete(serde_json::json!({"type": "ref/prompt", "name": "admin_report"}));
+    assert_eq!(h.post(&list, &prompt).await.reason(), "insufficient_scope");
+    assert_eq!(h.post(&admin, &prompt).await.status, 200);
+    let greet = complete(serde_json::json!({"type": "ref/prompt", "name": "greet"}));
+    assert_eq!(h.post(&list, &greet).await.status, 200);
+    for r in [
+        serde_json::json!({"type": "ref/prompt", "name": "unlisted"}),
+        serde_json::json!({"type": "ref/resource", "uri": "file:///other/{x}"}),
+        serde_json::json!({"type": "ref/other", "name": "greet"}),
+    ] {
+        let a = h.post(&admin, &complete(r.clone())).await;
+        assert_eq!(a.status, 403, "{r}");
+    }
+    // A repeated member inside `ref` is a parser differential: 400.
+    let dup = r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"greet","name":"admin_report"},"argument":{"name":"x","value":""}}}"#;
+    assert_eq!(h.post(&list, dup).await.reason(), "body_duplicate_key");
+}
+
+#[tokio::test]
+async fn content_encoded_bodies_are_415() {
+    let mut h = uri_harness().await;
+    let list = RSA.mint(&h.claims("files:list"));
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    for enc in [
+        "gzip",
+        "deflate",
+        "br",
+        "GZIP",
+        "identity, gzip",
+        "x-custom",
+    ] {
+        let a = h
+            .check(
+                Req::new("POST", "/mcp")
+                    .header("authorization", &format!("Bearer {list}"))
+                    .header("content-encoding", enc)
+                    .body(body),
+            )
+            .await;
+        assert_eq!(a.status, 415, "{enc}");
+        assert_eq!(a.reason(), "unsupported_encoding", "{enc}");
+        assert_eq!(a.json()["error"], "unsupported_media_type", "{enc}");
+        assert_eq!(a.www(), None, "{enc}");
+    }
+    for enc in ["identity", "Identity"] {
+        let a = h
+            .check(
+                Req::new("POST", "/mcp")
+                    .header("authorization", &format!("Bearer {list}"))
+                    .header("content-encoding", enc)
+                    .body(body),
+            )
+            .await;
+        assert_eq!(a.status, 200, "{enc}");
+    }
+}

@@ -10,7 +10,9 @@ use super::{
     PRM_CACHE_CONTROL, PRM_CORS_ALLOW_METHODS, RenderError, duration, group_by_host, inspects_body,
     obj, prm_json, seq,
 };
-use crate::config::{Config, EscapedSlashes, RESOURCE_CONTEXT_KEY, Resource};
+use crate::config::{
+    Config, EscapedSlashes, PathMatch, RESOURCE_CONTEXT_KEY, Resource, segment_prefix,
+};
 
 /// Envoy cluster that reaches mcp-authz's gRPC `Authorization` service.
 pub const AUTHZ_CLUSTER: &str = "mcp_authz";
@@ -204,8 +206,11 @@ pub fn envoy_bootstrap(config: &Config, opts: &EnvoyOptions) -> Result<String, R
 /// it (ExtAuthz.allowed_headers). `:method`, `:path` and `:authority` travel in the request
 /// attributes; Envoy adds `x-envoy-auth-partial-body` itself after this filtering; identity
 /// headers are set or removed by the allow response, so mcp-authz never needs to see them.
-const AUTHZ_REQUEST_HEADERS: [&str; 6] = [
+const AUTHZ_REQUEST_HEADERS: [&str; 7] = [
     "authorization",
+    // A content-encoded body is refused where the body is inspected (415): the MCP server's
+    // HTTP stack would decompress what mcp-authz can only read as bytes.
+    "content-encoding",
     "mcp-method",
     "mcp-name",
     "origin",
@@ -349,21 +354,60 @@ fn virtual_host(
             max_request_bytes,
         ));
     }
-    // (d) Everything else on this host still goes to mcp-authz, on behalf of the first
-    // resource: its policy may define routes outside the resource path (a public `/health`,
-    // `default_scopes`), and under default-deny an unknown path gets mcp-authz's 403 JSON
-    // instead of Envoy's bare 404 — one answer shape for clients, and every request is
-    // decided and counted by the policy. Allowed requests go to that resource's MCP server.
+    // (c') The paths the policy's routes name outside their resource's path (a public
+    // `/health`, an `/admin` route): these go to the resource's MCP server too, exact paths
+    // exactly, prefixes on segment boundaries, longest first. Nothing else reaches it.
+    let mut extra: Vec<(&Resource, &PathMatch)> = Vec::new();
+    for r in resources {
+        for route in &r.routes {
+            let p = match &route.path {
+                PathMatch::Exact(p) | PathMatch::Prefix(p) => p,
+            };
+            if !segment_prefix(&r.path, p) && !extra.iter().any(|(_, m)| same_match(m, &route.path))
+            {
+                extra.push((r, &route.path));
+            }
+        }
+    }
+    extra.sort_by_key(|(_, m)| {
+        let (PathMatch::Exact(p) | PathMatch::Prefix(p)) = m;
+        (
+            std::cmp::Reverse(p.len()),
+            matches!(m, PathMatch::Prefix(_)),
+        )
+    });
+    for (i, (r, m)) in extra.iter().enumerate() {
+        let (key, matcher) = match m {
+            PathMatch::Exact(p) => (p.clone(), obj([("path", p.as_str().into())])),
+            PathMatch::Prefix(p) if p == "/" => {
+                (format!("{p} (prefix)"), obj([("prefix", "/".into())]))
+            }
+            PathMatch::Prefix(p) => (
+                format!("{p} (prefix)"),
+                obj([("path_separated_prefix", p.trim_end_matches('/').into())]),
+            ),
+        };
+        check(key, &r.id)?;
+        routes.push(upstream_route(
+            format!("route_{}_{i}", r.id),
+            matcher,
+            r,
+            max_request_bytes,
+        ));
+    }
+    // (d) Everything else on this host is still decided by mcp-authz, on behalf of the first
+    // resource, so under default-deny an unknown path gets mcp-authz's 403 JSON (one answer
+    // shape, every request counted) — but it never reaches an MCP server: an allowed request
+    // (`default_scopes`) gets Envoy's 404. A case-insensitive router (Express) would otherwise
+    // serve `/MCP` or `/mcp/` from the MCP handler under the default's weaker scopes.
     // A resource at `/` already is the catch-all.
     if let Some(first) = resources.first()
         && !resources.iter().any(|r| r.path == "/")
+        && !extra
+            .iter()
+            .any(|(_, m)| matches!(m, PathMatch::Prefix(p) if p == "/"))
     {
-        routes.push(upstream_route(
-            format!("default_{}", first.id),
-            obj([("prefix", "/".into())]),
-            first,
-            max_request_bytes,
-        ));
+        routes.push(not_found_route(format!("default_{}", first.id), first));
     }
 
     Ok(obj([
@@ -504,6 +548,56 @@ fn upstream_route(name: String, matcher: Value, r: &Resource, max_request_bytes:
             )]),
         ),
     ])
+}
+
+/// Decided by mcp-authz for `r` (its 401/403 JSON), then answered 404 by Envoy itself: the
+/// path is none of the resource's nor any route's, so no MCP server is asked to serve it.
+fn not_found_route(name: String, r: &Resource) -> Value {
+    obj([
+        ("name", name.into()),
+        ("match", obj([("prefix", "/".into())])),
+        (
+            "direct_response",
+            obj([
+                ("status", 404u16.into()),
+                (
+                    "body",
+                    obj([(
+                        "inline_string",
+                        r#"{"error":"not_found","message":"No MCP endpoint at this path"}"#.into(),
+                    )]),
+                ),
+            ]),
+        ),
+        (
+            "response_headers_to_add",
+            seq([header("content-type", "application/json")]),
+        ),
+        (
+            "typed_per_filter_config",
+            obj([(
+                EXT_AUTHZ_FILTER,
+                obj([
+                    ("@type", EXT_AUTHZ_PER_ROUTE.into()),
+                    (
+                        "check_settings",
+                        obj([(
+                            "context_extensions",
+                            obj([(RESOURCE_CONTEXT_KEY, r.id.as_str().into())]),
+                        )]),
+                    ),
+                ]),
+            )]),
+        ),
+    ])
+}
+
+fn same_match(a: &PathMatch, b: &PathMatch) -> bool {
+    match (a, b) {
+        (PathMatch::Exact(x), PathMatch::Exact(y))
+        | (PathMatch::Prefix(x), PathMatch::Prefix(y)) => x == y,
+        _ => false,
+    }
 }
 
 fn header(key: &str, value: &str) -> Value {
@@ -773,6 +867,7 @@ resources:
             allowed,
             [
                 "authorization",
+                "content-encoding",
                 "mcp-method",
                 "mcp-name",
                 "origin",
@@ -812,7 +907,50 @@ resources:
         assert_eq!(tools["max_request_bytes"], 65536);
         assert_eq!(tools["allow_partial_message"], true);
         assert_eq!(tools["pack_as_bytes"], true);
-        assert_eq!(body(1, "default_tools"), tools);
+        // The catch-all never forwards, so it never needs the body.
+        assert!(body(1, "default_tools").is_null());
+    }
+
+    #[test]
+    fn only_the_resource_path_and_route_paths_reach_the_upstream() {
+        let c = config(
+            "resources:\n  - id: files\n    uri: https://mcp.example.com/mcp\n    upstream: 127.0.0.1:3000\n    issuers: [{issuer: https://iam.example.com}]\n    default_scopes: []\n    routes:\n      - {path: /health, public: true}\n      - {path_prefix: /static/, scopes: []}\n      - {path_prefix: /mcp/admin, scopes: [admin]}\n      - {path: /mcp, scopes: []}\n",
+        );
+        let doc = render(&c, &EnvoyOptions::default());
+        let vh = &vhosts(&doc)[0];
+        assert_eq!(
+            route_names(vh),
+            [
+                "prm_files",
+                "prm_root_files",
+                "mcp_files",
+                "route_files_0",
+                "route_files_1",
+                "default_files"
+            ]
+        );
+        let upstream: Vec<(String, String)> = vh["routes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter(|r| r["route"]["cluster"] == "upstream_files")
+            .map(|r| {
+                let (k, v) = r["match"].as_mapping().unwrap().iter().next().unwrap();
+                (
+                    k.as_str().unwrap().to_owned(),
+                    v.as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            upstream,
+            [
+                ("path_separated_prefix".to_owned(), "/mcp".to_owned()),
+                ("path_separated_prefix".to_owned(), "/static".to_owned()),
+                ("path".to_owned(), "/health".to_owned()),
+            ]
+        );
+        assert_eq!(route(vh, "default_files")["direct_response"]["status"], 404);
     }
 
     #[test]
@@ -857,7 +995,9 @@ resources:
         assert_eq!(context(mcp), "files");
         let catch_all = route(vh, "default_files");
         assert_eq!(catch_all["match"]["prefix"], "/");
-        assert_eq!(catch_all["route"]["cluster"], "upstream_files");
+        // Decided by mcp-authz, never forwarded: Envoy answers what mcp-authz allows with 404.
+        assert!(catch_all["route"].is_null());
+        assert_eq!(catch_all["direct_response"]["status"], 404);
         assert_eq!(context(catch_all), "files");
 
         let cors = &vh["typed_per_filter_config"][CORS_FILTER];

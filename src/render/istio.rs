@@ -16,7 +16,7 @@ use super::{
     PRM_CACHE_CONTROL, PRM_CORS_ALLOW_METHODS, RenderError, duration, group_by_host, inspects_body,
     obj, prm_json, seq,
 };
-use crate::config::{Config, IstioWorkload, Resource};
+use crate::config::{Config, IstioWorkload, PathMatch, Resource, segment_prefix};
 
 /// Envoy's default `max_direct_response_body_size_bytes`; a VirtualService cannot raise it.
 const DIRECT_RESPONSE_LIMIT: usize = 4096;
@@ -46,6 +46,8 @@ const MESH_CONFIG_HEADER: &str = "\
 #   it strictly; a longer body is sent cut and marked partial, and mcp-authz answers 413 when
 #   it needs it. Elsewhere Envoy neither buffers nor copies bodies. Only the providers some
 #   workload uses are listed.
+# - Headers: a gRPC provider sends every request header to mcp-authz (no allow-list), so it
+#   sees Content-Encoding and refuses an encoded body it must inspect (415).
 ";
 
 const RESOURCES_HEADER: &str = "\
@@ -387,16 +389,64 @@ fn virtual_service(
             origins,
         )?);
     }
-    // Everything else on the host goes to the first resource's MCP server, through its
-    // sidecar and so through mcp-authz (default deny answers 403 there, one answer shape).
-    if !has_root {
+    // The paths the policy's routes name outside their resource's path go to that resource's
+    // MCP server too (exact paths exactly, prefixes on segment boundaries, longest first).
+    let mut extra: Vec<(&Resource, &PathMatch)> = Vec::new();
+    for r in resources {
+        for route in &r.routes {
+            let (PathMatch::Exact(p) | PathMatch::Prefix(p)) = &route.path;
+            let dup = extra.iter().any(|(_, m)| match (m, &route.path) {
+                (PathMatch::Exact(a), PathMatch::Exact(b))
+                | (PathMatch::Prefix(a), PathMatch::Prefix(b)) => a == b,
+                _ => false,
+            });
+            if !segment_prefix(&r.path, p) && !dup {
+                extra.push((r, &route.path));
+            }
+        }
+    }
+    extra.sort_by_key(|(_, m)| {
+        let (PathMatch::Exact(p) | PathMatch::Prefix(p)) = m;
+        (
+            std::cmp::Reverse(p.len()),
+            matches!(m, PathMatch::Prefix(_)),
+        )
+    });
+    let mut covers_root = false;
+    for (i, (r, m)) in extra.iter().enumerate() {
+        let (key, matcher) = match m {
+            PathMatch::Exact(p) => (
+                p.clone(),
+                Some(seq([obj([("uri", obj([("exact", p.as_str().into())]))])])),
+            ),
+            PathMatch::Prefix(p) if p == "/" => {
+                covers_root = true;
+                (format!("{p} (prefix)"), None)
+            }
+            PathMatch::Prefix(p) => {
+                let p = p.trim_end_matches('/');
+                (
+                    format!("{p} (prefix)"),
+                    Some(seq([
+                        obj([("uri", obj([("exact", p.into())]))]),
+                        obj([("uri", obj([("prefix", format!("{p}/").into())]))]),
+                    ])),
+                )
+            }
+        };
+        claim(key, &r.id)?;
         routes.push(mcp_route(
             config,
-            &format!("default-{}", first.id),
-            None,
-            first,
+            &format!("route-{}-{i}", r.id),
+            matcher,
+            r,
             origins,
         )?);
+    }
+    // Nothing else on the host reaches an MCP server: a case-insensitive router (Express)
+    // would serve `/MCP` or `/mcp/` from the MCP handler, outside the routes' rules.
+    if !has_root && !covers_root {
+        routes.push(not_found_route(&format!("default-{}", first.id)));
     }
     let mut gateways: Vec<Value> = config
         .istio
@@ -497,6 +547,33 @@ fn prm_routes(
 }
 
 /// A route to `r`'s MCP server with the CORS policy browser MCP clients need.
+/// Envoy's own 404 for a path that is none of the resources' nor any route's.
+fn not_found_route(name: &str) -> Value {
+    obj([
+        ("name", name.into()),
+        (
+            "directResponse",
+            obj([
+                ("status", 404u16.into()),
+                (
+                    "body",
+                    obj([(
+                        "string",
+                        r#"{"error":"not_found","message":"No MCP endpoint at this path"}"#.into(),
+                    )]),
+                ),
+            ]),
+        ),
+        (
+            "headers",
+            obj([(
+                "response",
+                obj([("set", obj([("content-type", "application/json".into())]))]),
+            )]),
+        ),
+    ])
+}
+
 fn mcp_route(
     config: &Config,
     name: &str,
@@ -716,9 +793,11 @@ resources:
         assert_eq!(cors["exposeHeaders"][0], "WWW-Authenticate");
         assert_eq!(cors["maxAge"], "86400s");
         assert!(cors["allowCredentials"].is_null());
+        // Nothing outside the resource's and the routes' paths reaches the MCP server.
         let catch_all = route(vs, "default-files");
         assert!(catch_all["match"].is_null());
-        assert_eq!(catch_all["route"][0]["destination"], *dest);
+        assert!(catch_all["route"].is_null());
+        assert_eq!(catch_all["directResponse"]["status"], 404);
     }
 
     const MULTI: &str = r#"
