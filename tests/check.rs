@@ -1208,3 +1208,40 @@ async fn oidc_discovery_is_the_fallback_and_its_issuer_must_match() {
         h.app.shutdown(Duration::from_secs(1)).await;
     }
 }
+
+/// Fail closed (decision matrix): a panic inside the decision is a 500 `internal` deny, never
+/// a gRPC error that a `failure_mode_allow: true` Envoy would turn into an allow. The trigger
+/// exists in debug builds only (`mcp_authz::authz::fault`).
+#[cfg(debug_assertions)]
+#[tokio::test]
+async fn a_panic_inside_the_decision_is_a_500_internal_deny() {
+    let id = format!(
+        "panic-{}",
+        b64(&aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            format!("{:?}{}", std::time::Instant::now(), std::process::id()).as_bytes(),
+        )
+        .as_ref()[..12])
+    );
+    mcp_authz::authz::fault::arm_panic_for_request_id(id.clone());
+    let mut h = Harness::standard().await;
+    let token = RSA.mint(&h.claims("files:list"));
+    let internal = |h: &Harness| {
+        h.app
+            .metrics
+            .counter("mcp_authz_checks_total", &[("reason", "internal")])
+    };
+    let before = internal(&h);
+    let req = Req::new("POST", "/mcp")
+        .header("authorization", &format!("Bearer {token}"))
+        .header("x-request-id", &id);
+    let a = h.check(req).await;
+    assert_eq!((a.status, a.reason()), (500, "internal"), "{a:?}");
+    assert_eq!(a.grpc_code, tonic::Code::PermissionDenied as i32);
+    assert_eq!(a.www(), None);
+    assert_eq!(a.headers["cache-control"], "no-store");
+    assert_eq!(a.json()["error"], "internal_error");
+    assert_eq!(internal(&h), before + 1);
+    // The service goes on: the same token on another request is allowed.
+    assert_eq!(h.bearer("POST", "/mcp", &token).await.status, 200);
+}
