@@ -706,7 +706,6 @@ async fn serve_reloads_on_sighup_and_on_file_change() {
             .is_err(),
         "the admin listener did not move before a restart"
     );
-    drop(decide);
     drop(client);
     sigterm_exits_cleanly(child).await;
 }
