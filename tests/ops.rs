@@ -114,7 +114,8 @@ type Client = mcp_authz::pb::envoy::service::auth::v3::authorization_client::Aut
 /// A client on a new connection to a `serve` process starting on `grpc`, returned once the
 /// process has keys and allows `token` (each call opens its own HTTP/2 connection).
 async fn connect_when_allowed(grpc: u16, token: &str) -> Client {
-    for _ in 0..200 {
+    // 600 × 50 ms: a 30 s deadline for a process start on a loaded machine.
+    for _ in 0..600 {
         if let Ok(mut c) = Client::connect(format!("http://127.0.0.1:{grpc}")).await {
             let req = Req::new("POST", "/mcp").header("authorization", &format!("Bearer {token}"));
             if let Ok(a) = c.check(req.into_proto()).await
@@ -387,16 +388,15 @@ async fn configmap_symlink_swap_is_picked_up() {
     std::fs::write(v2.join("config.yaml"), variant(&h.idp.issuer, 2)).unwrap();
     std::os::unix::fs::symlink("..v2", dir.join("..data_tmp")).unwrap();
     std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
-    let mut status = 0;
-    for _ in 0..50 {
-        let a = h.bearer("GET", "/other-2", &t).await;
-        status = a.status;
-        if status == 403 && a.json()["scope"] == "files:list files:admin" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(status, 403);
+    eventually(
+        "the swapped-in config is used",
+        Duration::from_secs(30),
+        async || {
+            let a = h.bearer("GET", "/other-2", &t).await;
+            a.status == 403 && a.json()["scope"] == "files:list files:admin"
+        },
+    )
+    .await;
     let a = h.bearer("GET", "/other-2", &t).await;
     assert_eq!(
         a.reason(),
