@@ -709,3 +709,70 @@ async fn serve_reloads_on_sighup_and_on_file_change() {
     drop(client);
     sigterm_exits_cleanly(child).await;
 }
+
+/// A `serve` process on fresh ports trusting `idp`, with its gRPC port.
+fn spawn_serve(idp: &Idp, dir: &std::path::Path) -> (Serve, u16) {
+    let grpc = free_port();
+    let yaml = config_yaml(&idp.issuer, "", ROUTES).replace(
+        "grpc: \"127.0.0.1:0\"",
+        &format!("grpc: \"127.0.0.1:{grpc}\""),
+    );
+    let path = dir.join("config.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_mcp-authz"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    (Serve(Some(child)), grpc)
+}
+
+#[tokio::test]
+async fn serve_discovers_keys_by_oidc_fallback_and_refuses_a_mismatched_issuer() {
+    // Only /.well-known/openid-configuration answers (RFC 8414's path is 404).
+    let idp = Idp::start(&[&RSA]).await;
+    *idp.state.discovery.lock().unwrap() = Discovery::OidcOnly;
+    let (child, grpc) = spawn_serve(&idp, &tempdir());
+    let claims = json!({"iss": idp.issuer, "sub": "user-1", "aud": "https://mcp.example.com/mcp", "exp": now() + 300, "scope": "files:list"});
+    connect_when_allowed(grpc, &RSA.mint(&claims)).await;
+    assert_eq!(idp.fetches(), 1, "keys from the OIDC document's jwks_uri");
+    sigterm_exits_cleanly(child).await;
+
+    // The document names another issuer (RFC 8414 §3.3, OIDC Discovery §4.3): no keys, 503.
+    let idp = Idp::start(&[&RSA]).await;
+    *idp.state.metadata_issuer.lock().unwrap() = Some("https://evil.example".into());
+    let (child, grpc) = spawn_serve(&idp, &tempdir());
+    let claims = json!({"iss": idp.issuer, "sub": "user-1", "aud": "https://mcp.example.com/mcp", "exp": now() + 300, "scope": "files:list"});
+    let token = RSA.mint(&claims);
+    let mut answered = None;
+    eventually(
+        "serve answers Checks",
+        Duration::from_secs(30),
+        async || {
+            let Ok(mut c) = Client::connect(format!("http://127.0.0.1:{grpc}")).await else {
+                return false;
+            };
+            let req = Req::new("POST", "/mcp").header("authorization", &format!("Bearer {token}"));
+            match c.check(req.into_proto()).await {
+                Ok(a) => {
+                    let a = Answer::from(a.into_inner());
+                    answered = Some((a.status, a.reason().to_owned()));
+                    // A second discovery is the retry (retry_seconds 1) after the first
+                    // failed; with the issuer accepted there would be none for 300 s.
+                    idp.state.metadata_fetches.load(Ordering::SeqCst) >= 2
+                }
+                Err(_) => false,
+            }
+        },
+    )
+    .await;
+    assert_eq!(answered, Some((503, "no_signing_keys".to_owned())));
+    assert_eq!(
+        idp.fetches(),
+        0,
+        "the mismatched document's jwks_uri is never fetched"
+    );
+    sigterm_exits_cleanly(child).await;
+}
