@@ -54,10 +54,14 @@ impl Authorization for AuthzService {
             .unwrap_or(0);
         // Fail closed: a panic anywhere in the decision is a deny, never a gRPC error that a
         // `failure_mode_allow: true` Envoy would turn into an allow.
-        let decision = AssertUnwindSafe(self.authorizer.decide(&input, now))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|_| Decision::Deny(Denied::internal()));
+        let decision = AssertUnwindSafe(async {
+            #[cfg(debug_assertions)]
+            fault::panic_if_armed(&request_id);
+            self.authorizer.decide(&input, now).await
+        })
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| Decision::Deny(Denied::internal()));
         unfinished.armed = false;
         let response = self.to_response(&decision);
         self.record(&decision, &request_id, &input, started);
@@ -516,5 +520,31 @@ impl http_body::Body for UnaryBody {
 
     fn is_end_stream(&self) -> bool {
         self.data.is_none() && self.trailers.is_none()
+    }
+}
+
+/// Test-only fault injection, compiled into debug builds only (release builds, the container
+/// image and benchmarks have none of it): no configuration field, header or request reaches
+/// it; only a test linking the library can arm it, with a request id of its choosing, so that
+/// the fail-closed row "a panic inside the decision → 500 `internal`" has a test.
+#[cfg(debug_assertions)]
+#[doc(hidden)]
+pub mod fault {
+    use std::sync::OnceLock;
+
+    static PANIC_ON_REQUEST_ID: OnceLock<String> = OnceLock::new();
+
+    /// Make every Check whose `x-request-id` is `id` panic inside the decision. Once per
+    /// process; the id should be unguessable so no other test's traffic trips it.
+    pub fn arm_panic_for_request_id(id: String) {
+        PANIC_ON_REQUEST_ID
+            .set(id)
+            .expect("the panic trigger is armed once per process");
+    }
+
+    pub(super) fn panic_if_armed(request_id: &str) {
+        if PANIC_ON_REQUEST_ID.get().is_some_and(|id| id == request_id) {
+            panic!("fault injection: test-only panic inside the decision");
+        }
     }
 }

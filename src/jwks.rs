@@ -186,9 +186,10 @@ pub struct KeySet {
 }
 
 impl KeySet {
-    /// Candidate keys for a token: with a `kid`, the keys carrying it (duplicate kids are all
+    /// Candidate keys for a token: with a `kid`, the keys carrying it (duplicate kids are
     /// tried, so a rotation that reuses a kid keeps working); without one, every key that can
-    /// verify the algorithm. Bounded so a large set cannot be used to burn CPU.
+    /// verify the algorithm. Either way at most `MAX_CANDIDATES`, in JWKS order, so a large set
+    /// cannot be used to burn CPU (README "Token validation, precisely").
     pub fn candidates<'a>(
         &'a self,
         kid: Option<&'a str>,

@@ -44,11 +44,26 @@ async fn cached_token_expires_on_time() {
     );
     let mut h = Harness::start(idp, &yaml, true).await;
     let mut c = h.claims("files:list");
-    c["exp"] = json!(now() + 2);
+    // Ten seconds of validity: the two Checks below land well inside it on a loaded machine.
+    let exp = now() + 10;
+    c["exp"] = json!(exp);
     let t = RSA.mint(&c);
     assert_eq!(h.bearer("POST", "/mcp", &t).await.status, 200);
+    let before = hits(&h);
     assert_eq!(h.bearer("POST", "/mcp", &t).await.status, 200);
-    tokio::time::sleep(Duration::from_millis(2600)).await;
+    assert_eq!(
+        hits(&h),
+        before + 1,
+        "the second answer came from the cache"
+    );
+    // Wait on the clock, not a sleep of guessed length: once the service's clock (the same
+    // one) reaches exp, the cached entry must not answer (RFC 7519 §4.1.4, zero leeway).
+    eventually(
+        "the clock passes exp",
+        Duration::from_secs(60),
+        async || now() >= exp,
+    )
+    .await;
     let a = h.bearer("POST", "/mcp", &t).await;
     assert_eq!((a.status, a.reason()), (401, "token_expired"));
 }

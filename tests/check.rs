@@ -98,6 +98,12 @@ async fn valid_token_is_allowed_with_identity_headers() {
     assert_eq!(a.metadata["decision"], "allow");
     assert_eq!(a.metadata["sub"], "user-1");
     assert_eq!(a.metadata["route"], "mcp");
+    // Every field the README promises for access logs (Envoy dynamic_metadata).
+    assert_eq!(a.metadata["client_id"], "client-1");
+    assert_eq!(a.metadata["scope"], "files:list files:read");
+    assert_eq!(a.metadata["iss"], h.idp.issuer);
+    assert_eq!(a.metadata["resource"], "files");
+    assert_eq!(a.metadata["reason"], "ok");
 
     // Without a client id claim, a client-sent copy of that header is removed.
     let mut c = h.claims("files:list");
@@ -378,6 +384,23 @@ async fn invalid_tokens_get_401_invalid_token() {
         attacker.mint_with_header(&json!({"alg":"RS256","kid":"rsa-1","jwk":attacker.jwk(),"jku":"https://evil/jwks","x5u":"https://evil/x5u"}), &good),
         "token_bad_signature",
     ));
+    // An embedded certificate chain is ignored as well: attacker key, our kid, its "cert".
+    cases.push((
+        "embedded x5c",
+        attacker.mint_with_header(
+            &json!({"alg":"RS256","kid":"rsa-1","x5c":[b64(b"attacker certificate")],"x5t#S256":"x"}),
+            &good,
+        ),
+        "token_bad_signature",
+    ));
+    // RFC 7518 §3.4: an ES256 signature is R || S (64 bytes); the ASN.1 DER form some
+    // libraries emit is refused, even when it is a valid signature by the right key.
+    let ec_header = json!({"alg":"ES256","kid":"ec-1"}).to_string();
+    cases.push((
+        "ES256 signature DER-encoded",
+        mint_raw(&ec_header, &good.to_string(), |m| der_ecdsa(&EC.sign(m))),
+        "token_bad_signature",
+    ));
     // Non-UTF-8 payload.
     cases.push((
         "non-utf8 payload",
@@ -470,18 +493,23 @@ async fn insufficient_scope_gets_403_step_up() {
 async fn policy_denials_are_403_without_challenge() {
     let mut h = Harness::standard().await;
     let token = RSA.mint(&h.claims("files:admin files:list"));
-    for req in [
-        Req::new("POST", "/admin"),
-        Req::new("POST", "/mcpx"),
-        Req::new("POST", "/mcp").context("mcp_authz_resource", "no-such-resource"),
+    for (req, reason) in [
+        (Req::new("POST", "/admin"), "no_route"),
+        (Req::new("POST", "/mcpx"), "no_route"),
+        (
+            Req::new("POST", "/mcp").context("mcp_authz_resource", "no-such-resource"),
+            "unknown_resource",
+        ),
     ] {
         let label = format!("{} {:?}", req.path, req.context);
         let a = h
             .check(req.header("authorization", &format!("Bearer {token}")))
             .await;
         assert_eq!(a.status, 403, "{label}");
+        assert_eq!(a.reason(), reason, "{label}");
         assert_eq!(a.www(), None, "{label}");
         assert_eq!(a.json()["error"], "forbidden", "{label}");
+        assert_eq!(a.headers["cache-control"], "no-store", "{label}");
     }
     // The context extension naming the resource selects it whatever the host.
     let req = Req::new("POST", "/mcp")
@@ -521,6 +549,7 @@ async fn path_tricks_cannot_reach_other_routes() {
     ] {
         let a = h.check(Req::new("GET", path)).await;
         assert_eq!(a.status, 400, "{path}");
+        assert_eq!(a.reason(), "bad_path", "{path}");
         assert_eq!(a.www(), None, "{path}");
     }
     // Public path stays public with a query string.
@@ -554,49 +583,81 @@ async fn issuer_down_from_start_gives_503() {
     let yaml = config_yaml(&idp.issuer, "", ROUTES);
     let mut h = Harness::start(idp, &yaml, false).await;
     let token = RSA.mint(&h.claims("files:list"));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually(
+        "a failed fetch counted",
+        Duration::from_secs(30),
+        async || fetch_errors(&h.app) >= 1,
+    )
+    .await;
     assert!(!h.app.ready.get());
     let a = h.bearer("POST", "/mcp", &token).await;
-    assert_eq!(a.status, 503);
+    assert_eq!((a.status, a.reason()), (503, "no_signing_keys"));
     assert_eq!(a.headers["retry-after"], "30");
+    assert_eq!(a.headers["cache-control"], "no-store");
     assert_eq!(a.www(), None);
     // No token still gets the 401 challenge: discovery must work while the IAM is down.
     assert_eq!(h.check(Req::new("POST", "/mcp")).await.status, 401);
     // The IAM comes back: keys load on the retry and the token passes.
     h.idp.set_mode(Mode::Ok);
-    for _ in 0..60 {
-        if h.app.ready.get() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(h.app.ready.get());
+    eventually(
+        "ready after the IAM came back",
+        Duration::from_secs(30),
+        async || h.app.ready.get(),
+    )
+    .await;
     assert_eq!(h.bearer("POST", "/mcp", &token).await.status, 200);
 }
 
 #[tokio::test]
 async fn issuer_down_after_start_keeps_last_good_keys_then_goes_stale() {
     let idp = Idp::start(&[&RSA]).await;
+    // Refresh every second; keys stay usable 12 s after the last success, a margin that a
+    // loaded machine does not eat between the failed refresh and the next Check.
     let yaml = config_yaml(
         &idp.issuer,
-        "  max_stale_seconds: 3\n  refresh_seconds: 1\n  max_refresh_seconds: 1",
+        "  max_stale_seconds: 12\n  refresh_seconds: 1\n  max_refresh_seconds: 1",
         ROUTES,
     );
     let mut h = Harness::start(idp, &yaml, true).await;
     let token = RSA.mint(&h.claims("files:list"));
+    // A different token each time, so no answer comes from the verified-token cache.
+    let fresh = |h: &Harness| {
+        let mut c = h.claims("files:list");
+        c["jti"] = json!(format!("{:?}", std::time::Instant::now()));
+        RSA.mint(&c)
+    };
+    assert_eq!(h.bearer("POST", "/mcp", &token).await.status, 200);
     h.idp.stop();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let a = h.bearer("POST", "/mcp", &token).await;
+    eventually(
+        "a failed refresh counted",
+        Duration::from_secs(30),
+        async || fetch_errors(&h.app) >= 1,
+    )
+    .await;
+    let a = h.bearer("POST", "/mcp", &fresh(&h)).await;
     assert_eq!(a.status, 200, "last good keys still used");
-    let errors = h
-        .app
-        .metrics
-        .counter("mcp_authz_jwks_fetches_total", &[("result", "error")]);
-    assert!(errors >= 1, "failed refresh counted");
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let a = h.bearer("POST", "/mcp", &token).await;
-    assert_eq!(a.status, 503, "stale keys are not used past max_stale");
-    assert!(!h.app.ready.get());
+    assert!(h.app.ready.get(), "still ready on last good keys");
+    // Past max_stale_seconds the keys are no longer used, and readiness drops.
+    let mut last = None;
+    eventually("stale keys refused", Duration::from_secs(60), async || {
+        let t = fresh(&h);
+        let a = h.bearer("POST", "/mcp", &t).await;
+        last = Some((a.status, a.reason().to_owned()));
+        a.status != 200
+    })
+    .await;
+    assert_eq!(last, Some((503, "no_signing_keys".to_owned())));
+    assert_eq!(
+        h.bearer("POST", "/mcp", &token).await.status,
+        503,
+        "nor from the cache"
+    );
+    eventually(
+        "not ready on stale keys",
+        Duration::from_secs(30),
+        async || !h.app.ready.get(),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -651,17 +712,18 @@ async fn removed_key_stops_verifying_after_refresh() {
     assert_eq!(h.bearer("POST", "/mcp", &old).await.status, 200);
     assert_eq!(hit(&h), hits + 1, "served from the cache");
     h.idp.set_keys(&[&RSA2]);
-    let before = h.idp.fetches();
-    for _ in 0..50 {
-        if h.idp.fetches() > before {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let a = h.bearer("POST", "/mcp", &old).await;
-    assert_eq!(a.status, 401);
-    assert_eq!(a.reason(), "token_unknown_kid");
+    let mut last = None;
+    eventually(
+        "the removed key stops verifying",
+        Duration::from_secs(30),
+        async || {
+            let a = h.bearer("POST", "/mcp", &old).await;
+            last = Some((a.status, a.reason().to_owned()));
+            a.status != 200
+        },
+    )
+    .await;
+    assert_eq!(last, Some((401, "token_unknown_kid".to_owned())));
 }
 
 #[tokio::test]
@@ -686,9 +748,10 @@ async fn kid_flood_is_rate_limited() {
         assert_eq!(a.status, 401);
         assert_eq!(a.reason(), "token_unknown_kid");
     }
-    assert!(
-        h.idp.fetches() <= 2,
-        "at most one refetch per cooldown, got {}",
+    assert_eq!(
+        h.idp.fetches(),
+        2,
+        "exactly one refetch per cooldown, got {}",
         h.idp.fetches() - 1
     );
     // Later unknown kids inside the cooldown are refused without a fetch, and counted.
@@ -699,7 +762,7 @@ async fn kid_flood_is_rate_limited() {
         );
         assert_eq!(h.bearer("POST", "/mcp", &token).await.status, 401);
     }
-    assert!(h.idp.fetches() <= 2);
+    assert_eq!(h.idp.fetches(), 2, "no fetch inside the cooldown");
     let limited = h.app.metrics.counter(
         "mcp_authz_jwks_unknown_kid_refetches_total",
         &[("result", "rate_limited")],
@@ -758,26 +821,68 @@ async fn token_without_kid_is_tried_against_compatible_keys() {
     assert_eq!(h.bearer("POST", "/mcp", &t).await.status, 200);
 }
 
+/// A harness whose identity provider answers in `mode` from the start, waited on until the
+/// service has tried (and failed) to fetch keys at least once.
+async fn harness_after_a_failed_fetch(mode: Mode, jwks_extra: &str) -> Harness {
+    let idp = Idp::start(&[&RSA]).await;
+    idp.set_mode(mode.clone());
+    let yaml = config_yaml(&idp.issuer, jwks_extra, ROUTES);
+    let h = Harness::start(idp, &yaml, false).await;
+    eventually(
+        &format!("{mode:?}: a failed fetch counted"),
+        Duration::from_secs(30),
+        async || fetch_errors(&h.app) >= 1,
+    )
+    .await;
+    h
+}
+
 #[tokio::test]
 async fn iam_faults_never_load_keys() {
+    // Every fault but the unparseable ones serves the *valid* JWKS, so only the rule under test
+    // (200 only, the size cap, the same-host redirect rule) can keep the keys out.
+    let limit = "  max_response_bytes: 65536";
     for mode in [
         Mode::Html,
-        Mode::Huge,
         Mode::Truncated,
         Mode::Status(404),
+        Mode::Status(500),
+        Mode::Padded(100_000),
+        Mode::PaddedChunked(100_000),
         Mode::RedirectOtherHost,
-        Mode::Slow(Duration::from_secs(4)),
     ] {
-        let idp = Idp::start(&[&RSA]).await;
-        idp.set_mode(mode.clone());
-        let yaml = config_yaml(&idp.issuer, "  max_response_bytes: 65536", ROUTES);
-        let mut h = Harness::start(idp, &yaml, false).await;
+        let mut h = harness_after_a_failed_fetch(mode.clone(), limit).await;
         let token = RSA.mint(&h.claims("files:list"));
-        tokio::time::sleep(Duration::from_millis(300)).await;
         let a = h.bearer("POST", "/mcp", &token).await;
-        assert_eq!(a.status, 503, "{mode:?}");
+        assert_eq!((a.status, a.reason()), (503, "no_signing_keys"), "{mode:?}");
+        assert!(!h.app.ready.get(), "{mode:?}");
         h.app.shutdown(Duration::from_secs(1)).await;
     }
+    // Control: the same padded documents under the default 1 MiB cap are valid key sets.
+    for mode in [Mode::Padded(100_000), Mode::PaddedChunked(100_000)] {
+        let idp = Idp::start(&[&RSA]).await;
+        idp.set_mode(mode.clone());
+        let yaml = config_yaml(&idp.issuer, "", ROUTES);
+        let mut h = Harness::start(idp, &yaml, true).await;
+        let token = RSA.mint(&h.claims("files:list"));
+        assert_eq!(
+            h.bearer("POST", "/mcp", &token).await.status,
+            200,
+            "{mode:?}"
+        );
+        h.app.shutdown(Duration::from_secs(1)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_jwks_slower_than_the_fetch_timeout_is_a_failed_fetch() {
+    // fetch_timeout_seconds is 2; the answer would come after 120 s. The failure is observed
+    // on the fetch-error metric (well before the answer), not by sleeping.
+    let mut h = harness_after_a_failed_fetch(Mode::Slow(Duration::from_secs(120)), "").await;
+    let token = RSA.mint(&h.claims("files:list"));
+    let a = h.bearer("POST", "/mcp", &token).await;
+    assert_eq!((a.status, a.reason()), (503, "no_signing_keys"));
+    h.app.shutdown(Duration::from_secs(1)).await;
 }
 
 #[tokio::test]
@@ -869,7 +974,9 @@ async fn metrics_and_readiness() {
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     let resp = health
         .check(tonic_health::pb::HealthCheckRequest {
-            service: mcp_authz::app::AUTHZ_SERVICE_NAME.into(),
+            // Written out as Envoy's grpc_health_check and the Kubernetes grpc probe send it,
+            // not taken from the code under test.
+            service: "envoy.service.auth.v3.Authorization".into(),
         })
         .await
         .unwrap()
@@ -886,4 +993,267 @@ fn example_config_loads() {
     let c = mcp_authz::config::Config::from_file(&path).expect("deploy/mcp-authz.yaml is valid");
     assert_eq!(c.resources[0].uri, "https://mcp.example.com/mcp");
     assert_eq!(c.resources[0].scopes_supported, vec!["files:list"]);
+}
+
+/// An ECDSA `R || S` signature re-encoded as ASN.1 DER `SEQUENCE { INTEGER r, INTEGER s }`.
+fn der_ecdsa(fixed: &[u8]) -> Vec<u8> {
+    let int = |half: &[u8]| {
+        let mut v: Vec<u8> = half.iter().copied().skip_while(|b| *b == 0).collect();
+        if v.first().is_none_or(|b| b & 0x80 != 0) {
+            v.insert(0, 0);
+        }
+        let mut out = vec![0x02, v.len() as u8];
+        out.extend(v);
+        out
+    };
+    let (r, s) = fixed.split_at(fixed.len() / 2);
+    let body = [int(r), int(s)].concat();
+    let mut out = vec![0x30, body.len() as u8];
+    out.extend(body);
+    out
+}
+
+#[tokio::test]
+async fn kidless_and_duplicate_kid_tokens_are_tried_against_at_most_four_keys() {
+    // An RS256 key first: only keys that fit the token's algorithm count towards the cap.
+    let ec: Vec<TestKey> = (0..5).map(|i| TestKey::ec(&format!("ec-{i}"))).collect();
+    let mut keys = vec![RSA.jwk()];
+    keys.extend(ec.iter().map(TestKey::jwk));
+    let idp = Idp::start_with(json!({ "keys": keys })).await;
+    let yaml = config_yaml(&idp.issuer, "", ROUTES);
+    let mut h = Harness::start(idp, &yaml, true).await;
+    let claims = h.claims("files:list");
+    let no_kid = json!({"alg": "ES256"});
+    // The 4th ES256-capable key is tried, the 5th is not (README: "at most 4").
+    assert_eq!(
+        h.bearer("POST", "/mcp", &ec[3].mint_with_header(&no_kid, &claims))
+            .await
+            .status,
+        200
+    );
+    let a = h
+        .bearer("POST", "/mcp", &ec[4].mint_with_header(&no_kid, &claims))
+        .await;
+    assert_eq!((a.status, a.reason()), (401, "token_bad_signature"));
+
+    // Five keys sharing one kid: the same bound, in JWKS order.
+    let dup: Vec<serde_json::Value> = ec
+        .iter()
+        .map(|k| {
+            let mut j = k.jwk();
+            j["kid"] = json!("shared");
+            j
+        })
+        .collect();
+    let idp = Idp::start_with(json!({ "keys": dup })).await;
+    let yaml = config_yaml(&idp.issuer, "", ROUTES);
+    let mut h = Harness::start(idp, &yaml, true).await;
+    let claims = h.claims("files:list");
+    let shared = json!({"alg": "ES256", "kid": "shared"});
+    assert_eq!(
+        h.bearer("POST", "/mcp", &ec[3].mint_with_header(&shared, &claims))
+            .await
+            .status,
+        200
+    );
+    let a = h
+        .bearer("POST", "/mcp", &ec[4].mint_with_header(&shared, &claims))
+        .await;
+    assert_eq!((a.status, a.reason()), (401, "token_bad_signature"));
+}
+
+#[tokio::test]
+async fn a_second_unknown_kid_refetch_is_allowed_once_the_cooldown_has_passed() {
+    let idp = Idp::start(&[&RSA]).await;
+    // A 5 s cooldown: long enough that the Check right after the first refetch is inside it
+    // even on a loaded machine, short enough to wait out.
+    let yaml = config_yaml(&idp.issuer, "", ROUTES).replace(
+        "unknown_kid_cooldown_seconds: 30",
+        "unknown_kid_cooldown_seconds: 5",
+    );
+    let mut h = Harness::start(idp, &yaml, true).await;
+    let claims = h.claims("files:list");
+    let started = |h: &Harness| {
+        h.app.metrics.counter(
+            "mcp_authz_jwks_unknown_kid_refetches_total",
+            &[("result", "started")],
+        )
+    };
+    let stray = RSA.mint_with_header(&json!({"alg":"RS256","kid":"stray"}), &claims);
+    assert_eq!(
+        h.bearer("POST", "/mcp", &stray).await.reason(),
+        "token_unknown_kid"
+    );
+    assert_eq!((h.idp.fetches(), started(&h)), (2, 1));
+    // The IAM rotates in a new key right after: inside the cooldown it is not fetched yet.
+    h.idp.set_keys(&[&RSA, &RSA2]);
+    let rotated = RSA2.mint(&claims);
+    assert_eq!(
+        h.bearer("POST", "/mcp", &rotated).await.reason(),
+        "token_unknown_kid"
+    );
+    assert_eq!(h.idp.fetches(), 2, "rate limited inside the cooldown");
+    // Once the cooldown has passed, the next unknown kid starts a second refetch.
+    eventually(
+        "a second refetch after the cooldown",
+        Duration::from_secs(60),
+        async || h.bearer("POST", "/mcp", &rotated).await.status == 200,
+    )
+    .await;
+    assert_eq!((h.idp.fetches(), started(&h)), (3, 2));
+}
+
+#[tokio::test]
+async fn a_check_waiting_on_a_hanging_refetch_returns_within_its_bound() {
+    // The refetch would answer after 300 s; the Check is bounded by the fetch timeout (2 s)
+    // and the wait bound (2 × timeout + 1 s). 60 s here only catches a hang.
+    let idp = Idp::start(&[&RSA]).await;
+    let yaml = config_yaml(&idp.issuer, "", ROUTES);
+    let mut h = Harness::start(idp, &yaml, true).await;
+    h.idp.set_mode(Mode::Slow(Duration::from_secs(300)));
+    h.idp.set_keys(&[&RSA, &RSA2]);
+    let t = RSA2.mint(&h.claims("files:list"));
+    let a = tokio::time::timeout(Duration::from_secs(60), h.bearer("POST", "/mcp", &t))
+        .await
+        .expect("the Check returned instead of waiting on the hanging fetch");
+    assert_eq!((a.status, a.reason()), (401, "token_unknown_kid"));
+    assert_eq!(h.idp.fetches(), 2);
+    // Known keys keep working meanwhile.
+    let ok = RSA.mint(&h.claims("files:list"));
+    assert_eq!(h.bearer("POST", "/mcp", &ok).await.status, 200);
+}
+
+/// A harness whose JWKS answers carry `Cache-Control: cache_control`; `yaml` edits the config.
+async fn harness_with_cache_control(
+    cache_control: &str,
+    yaml: impl Fn(String) -> String,
+) -> Harness {
+    let idp = Idp::start(&[&RSA]).await;
+    *idp.state.cache_control.lock().unwrap() = Some(cache_control.to_owned());
+    // refresh_seconds (the period without max-age) is 300: only max-age can make it sooner.
+    let yaml = yaml(config_yaml(&idp.issuer, "", ROUTES));
+    Harness::start(idp, &yaml, true).await
+}
+
+#[tokio::test]
+async fn cache_control_max_age_drives_the_next_refresh() {
+    let h = harness_with_cache_control("public, max-age=1", |y| y).await;
+    eventually(
+        "refreshes every max-age",
+        Duration::from_secs(60),
+        async || h.idp.fetches() >= 3,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn cache_control_max_age_is_clamped_to_max_refresh_seconds() {
+    let h = harness_with_cache_control("max-age=86400", |y| {
+        y.replace(
+            "min_refresh_seconds: 1",
+            "min_refresh_seconds: 1\n  max_refresh_seconds: 1",
+        )
+    })
+    .await;
+    eventually(
+        "refreshes at max_refresh_seconds",
+        Duration::from_secs(60),
+        async || h.idp.fetches() >= 3,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn cache_control_max_age_is_clamped_to_min_refresh_seconds() {
+    // max-age=0 would refetch in a loop; min_refresh_seconds 120 holds it off. Three seconds
+    // of quiet is a wide margin against a loop that refetches at once.
+    let h = harness_with_cache_control("max-age=0", |y| {
+        y.replace("min_refresh_seconds: 1", "min_refresh_seconds: 120")
+    })
+    .await;
+    let first = h.idp.fetches();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        h.idp.fetches(),
+        first,
+        "no refetch before min_refresh_seconds"
+    );
+}
+
+#[tokio::test]
+async fn oidc_discovery_is_the_fallback_and_its_issuer_must_match() {
+    // Only /.well-known/openid-configuration answers: keys come from its jwks_uri.
+    let idp = Idp::start(&[&RSA]).await;
+    *idp.state.discovery.lock().unwrap() = Discovery::OidcOnly;
+    let yaml = config_yaml(&idp.issuer, "", ROUTES);
+    let mut h = Harness::start(idp, &yaml, true).await;
+    let t = RSA.mint(&h.claims("files:list"));
+    assert_eq!(h.bearer("POST", "/mcp", &t).await.status, 200);
+    h.app.shutdown(Duration::from_secs(1)).await;
+
+    // A document naming another issuer is refused (RFC 8414 §3.3, OIDC Discovery §4.3), on
+    // either path, and its jwks_uri is never fetched.
+    for discovery in [Discovery::OAuth, Discovery::OidcOnly] {
+        let idp = Idp::start(&[&RSA]).await;
+        *idp.state.discovery.lock().unwrap() = discovery.clone();
+        *idp.state.metadata_issuer.lock().unwrap() = Some("https://evil.example".into());
+        let yaml = config_yaml(&idp.issuer, "", ROUTES);
+        let mut h = Harness::start(idp, &yaml, false).await;
+        eventually(
+            "a failed discovery counted",
+            Duration::from_secs(30),
+            async || fetch_errors(&h.app) >= 1,
+        )
+        .await;
+        let t = RSA.mint(&h.claims("files:list"));
+        let a = h.bearer("POST", "/mcp", &t).await;
+        assert_eq!(
+            (a.status, a.reason()),
+            (503, "no_signing_keys"),
+            "{discovery:?}"
+        );
+        assert_eq!(
+            h.idp.fetches(),
+            0,
+            "{discovery:?}: jwks_uri of a mismatched document"
+        );
+        h.app.shutdown(Duration::from_secs(1)).await;
+    }
+}
+
+/// Fail closed (decision matrix): a panic inside the decision is a 500 `internal` deny, never
+/// a gRPC error that a `failure_mode_allow: true` Envoy would turn into an allow. The trigger
+/// exists in debug builds only (`mcp_authz::authz::fault`).
+#[cfg(debug_assertions)]
+#[tokio::test]
+async fn a_panic_inside_the_decision_is_a_500_internal_deny() {
+    let id = format!(
+        "panic-{}",
+        b64(&aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            format!("{:?}{}", std::time::Instant::now(), std::process::id()).as_bytes(),
+        )
+        .as_ref()[..12])
+    );
+    mcp_authz::authz::fault::arm_panic_for_request_id(id.clone());
+    let mut h = Harness::standard().await;
+    let token = RSA.mint(&h.claims("files:list"));
+    let internal = |h: &Harness| {
+        h.app
+            .metrics
+            .counter("mcp_authz_checks_total", &[("reason", "internal")])
+    };
+    let before = internal(&h);
+    let req = Req::new("POST", "/mcp")
+        .header("authorization", &format!("Bearer {token}"))
+        .header("x-request-id", &id);
+    let a = h.check(req).await;
+    assert_eq!((a.status, a.reason()), (500, "internal"), "{a:?}");
+    assert_eq!(a.grpc_code, tonic::Code::PermissionDenied as i32);
+    assert_eq!(a.www(), None);
+    assert_eq!(a.headers["cache-control"], "no-store");
+    assert_eq!(a.json()["error"], "internal_error");
+    assert_eq!(internal(&h), before + 1);
+    // The service goes on: the same token on another request is allowed.
+    assert_eq!(h.bearer("POST", "/mcp", &token).await.status, 200);
 }

@@ -255,6 +255,147 @@ fn seed_example_configs_load() {
     }
 }
 
+/// The challenged scopes of a 403, as a sorted list.
+fn challenged(a: &Answer) -> Vec<String> {
+    let mut v: Vec<String> = a.json()["scope"]
+        .as_str()
+        .unwrap_or_default()
+        .split(' ')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    v.sort();
+    v
+}
+
+fn rpc(method: &str, params: &str) -> String {
+    format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{params}}}"#)
+}
+
+#[tokio::test]
+async fn step_up_required_from_yaml_names_only_the_required_scopes() {
+    let idp = Idp::start(&[&RSA]).await;
+    let yaml = config_yaml(
+        &idp.issuer,
+        "",
+        &format!("    step_up: required\n{MCP_ROUTES}"),
+    );
+    let mut h = Harness::start(idp, &yaml, true).await;
+    // Granted files:list and files:write; read_file needs files:list (route) + files:read.
+    let granted = RSA.mint(&h.claims("files:list files:write"));
+    let a = h.post(&granted, &call("read_file")).await;
+    assert_eq!((a.status, a.reason()), (403, "insufficient_scope"));
+    assert_eq!(
+        a.json()["scope"],
+        "files:list files:read",
+        "only what the operation needs, not the granted files:write"
+    );
+    let www = a.www().unwrap();
+    assert!(www.contains("scope=\"files:list files:read\""), "{www}");
+    // The default (union) on the same request, for contrast: granted + required.
+    let mut h = harness().await;
+    let granted = RSA.mint(&h.claims("files:list files:write"));
+    let a = h.post(&granted, &call("read_file")).await;
+    assert_eq!(a.json()["scope"], "files:list files:write files:read");
+}
+
+const DEFAULT_RULES: &str = r#"
+    routes:
+      - name: mcp
+        path: /mcp
+        scopes: [files:list]
+        mcp:
+          methods: {tools/list: [], tools/call: [], resources/read: [], resources/subscribe: [], prompts/get: []}
+          default_method: [files:meta]
+          tools: {read_file: [files:read]}
+          default_tool: [files:tools]
+          resources: {"file:///": [files:read], "file:///secret/": [files:admin]}
+          default_resource: [files:res]
+          prompts: {summarize: [files:read]}
+          default_prompt: [files:prompts]
+"#;
+
+#[tokio::test]
+async fn default_rules_as_scope_lists_and_resources_subscribe() {
+    let idp = Idp::start(&[&RSA]).await;
+    let yaml = config_yaml(&idp.issuer, "", DEFAULT_RULES);
+    let mut h = Harness::start(idp, &yaml, true).await;
+    let list_only = RSA.mint(&h.claims("files:list"));
+    let read = r#"{"uri":"file:///a.txt"}"#;
+    let web = r#"{"uri":"https://example.com/x"}"#;
+    let secret = r#"{"uri":"file:///secret/key"}"#;
+    // (message, the scope beyond files:list it needs)
+    for (body, extra) in [
+        (rpc("ping", "{}"), "files:meta"),
+        (call("read_file"), "files:read"),
+        (call("unlisted_tool"), "files:tools"),
+        (rpc("resources/read", read), "files:read"),
+        (rpc("resources/read", web), "files:res"),
+        (rpc("resources/subscribe", read), "files:read"),
+        (rpc("resources/subscribe", web), "files:res"),
+        // Longest prefix wins: file:///secret/ over file:///.
+        (rpc("resources/subscribe", secret), "files:admin"),
+        (rpc("prompts/get", r#"{"name":"summarize"}"#), "files:read"),
+        (rpc("prompts/get", r#"{"name":"other"}"#), "files:prompts"),
+    ] {
+        let a = h.post(&list_only, &body).await;
+        assert_eq!(
+            (a.status, a.reason()),
+            (403, "insufficient_scope"),
+            "{body}"
+        );
+        let mut want = vec!["files:list", extra];
+        want.sort_unstable();
+        assert_eq!(challenged(&a), want, "{body}");
+        let granted = RSA.mint(&h.claims(&format!("files:list {extra}")));
+        assert_eq!(
+            h.post(&granted, &body).await.status,
+            200,
+            "{body} with {extra}"
+        );
+    }
+    assert_eq!(
+        h.post(&list_only, &rpc("tools/list", "{}")).await.status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn non_default_body_limits_are_applied() {
+    let deep = |n: usize| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"read_file","arguments":{{"x":{}{}}}}}}}"#,
+            "[".repeat(n),
+            "]".repeat(n)
+        )
+    };
+    let sized = |n: usize| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"read_file","arguments":{{"x":"{}"}}}}}}"#,
+            "a".repeat(n)
+        )
+    };
+    // Under the defaults (64 levels, 64 KiB) all of these pass.
+    let mut h = harness().await;
+    let t = RSA.mint(&h.claims("files:admin"));
+    for body in [deep(2), deep(12), sized(1000), sized(3000)] {
+        assert_eq!(h.post(&t, &body).await.status, 200, "default limits");
+    }
+    let idp = Idp::start(&[&RSA]).await;
+    let yaml = config_yaml(&idp.issuer, "", MCP_ROUTES).replace(
+        "listen:",
+        "limits: {max_json_depth: 8, max_body_bytes: 2048}\nlisten:",
+    );
+    let mut h = Harness::start(idp, &yaml, true).await;
+    let t = RSA.mint(&h.claims("files:admin"));
+    assert_eq!(h.post(&t, &deep(2)).await.status, 200);
+    assert_eq!(h.post(&t, &sized(1000)).await.status, 200);
+    let a = h.post(&t, &deep(12)).await;
+    assert_eq!((a.status, a.reason()), (400, "body_too_deep"));
+    let a = h.post(&t, &sized(3000)).await;
+    assert_eq!((a.status, a.reason()), (413, "body_too_large"));
+}
+
 /// Issue 11: resource rules on the URI the SDK servers resolve, completion refs held to their
 /// targets' rules, content-encoded bodies refused.
 const URI_ROUTES: &str = r#"

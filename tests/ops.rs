@@ -82,18 +82,27 @@ async fn logs_never_contain_tokens_and_sigterm_exits_cleanly() {
     assert!(logs.contains("mcp_authz::audit"), "audit events present");
     assert!(logs.lines().count() > 20, "trace logging was on");
     for t in tokens {
-        for (i, part) in t.split('.').enumerate() {
-            // Any 12-byte window of any segment would be a fragment.
-            let windows: Vec<&str> = (0..part.len().saturating_sub(12))
-                .step_by(6)
-                .map(|s| &part[s..s + 12])
-                .collect();
-            for w in windows {
-                assert!(
-                    !logs.contains(w),
-                    "token segment {i} fragment {w:?} found in logs"
-                );
-            }
+        assert_no_fragment_in(t, &logs);
+    }
+    // The scan itself can fail: a 12-character piece from the middle of a segment is found.
+    let sig = good.rsplit('.').next().unwrap();
+    let planted = format!("{logs} ... {} ...", &sig[37..49]);
+    let caught = std::panic::catch_unwind(|| assert_no_fragment_in(&good, &planted));
+    assert!(caught.is_err(), "a planted fragment was not found");
+}
+
+/// No 12-character window of any segment of `token`, at any offset, appears in `logs`
+/// (README "Logs": no 12-character fragment of any token appears).
+fn assert_no_fragment_in(token: &str, logs: &str) {
+    for (i, part) in token.split('.').enumerate() {
+        for start in 0..=part.len().saturating_sub(12) {
+            let Some(w) = part.get(start..start + 12) else {
+                continue;
+            };
+            assert!(
+                !logs.contains(w),
+                "token segment {i} fragment {w:?} at offset {start} found in logs"
+            );
         }
     }
 }
@@ -105,7 +114,8 @@ type Client = mcp_authz::pb::envoy::service::auth::v3::authorization_client::Aut
 /// A client on a new connection to a `serve` process starting on `grpc`, returned once the
 /// process has keys and allows `token` (each call opens its own HTTP/2 connection).
 async fn connect_when_allowed(grpc: u16, token: &str) -> Client {
-    for _ in 0..200 {
+    // 600 × 50 ms: a 30 s deadline for a process start on a loaded machine.
+    for _ in 0..600 {
         if let Ok(mut c) = Client::connect(format!("http://127.0.0.1:{grpc}")).await {
             let req = Req::new("POST", "/mcp").header("authorization", &format!("Bearer {token}"));
             if let Ok(a) = c.check(req.into_proto()).await
@@ -378,16 +388,15 @@ async fn configmap_symlink_swap_is_picked_up() {
     std::fs::write(v2.join("config.yaml"), variant(&h.idp.issuer, 2)).unwrap();
     std::os::unix::fs::symlink("..v2", dir.join("..data_tmp")).unwrap();
     std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
-    let mut status = 0;
-    for _ in 0..50 {
-        let a = h.bearer("GET", "/other-2", &t).await;
-        status = a.status;
-        if status == 403 && a.json()["scope"] == "files:list files:admin" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(status, 403);
+    eventually(
+        "the swapped-in config is used",
+        Duration::from_secs(30),
+        async || {
+            let a = h.bearer("GET", "/other-2", &t).await;
+            a.status == 403 && a.json()["scope"] == "files:list files:admin"
+        },
+    )
+    .await;
     let a = h.bearer("GET", "/other-2", &t).await;
     assert_eq!(
         a.reason(),
@@ -404,8 +413,13 @@ type Inflight = tokio::task::JoinHandle<
 /// the Check carries a token with a new kid, so it waits on that refetch.
 async fn check_waiting_on_a_slow_refetch(fetch: Duration) -> (Harness, Inflight) {
     let idp = Idp::start(&[&RSA]).await;
-    // A Check waits for a refetch at most half of Envoy's timeout: give it the longest.
-    let yaml = config_yaml(&idp.issuer, "", ROUTES) + "envoy: {check_timeout_ms: 10000}\n";
+    // fetch_timeout_seconds 10 and check_timeout_ms 10000: the Check waits on the refetch
+    // (at most half of Envoy's timeout) far longer than the drain timeouts below, however
+    // slowly this machine runs.
+    let yaml = config_yaml(&idp.issuer, "", ROUTES)
+        .replace("fetch_timeout_seconds: 2", "fetch_timeout_seconds: 10")
+        + "envoy: {check_timeout_ms: 10000}
+";
     let h = Harness::start(idp, &yaml, true).await;
     h.idp.set_mode(Mode::Slow(fetch));
     h.idp.set_keys(&[&RSA, &RSA2]);
@@ -419,17 +433,28 @@ async fn check_waiting_on_a_slow_refetch(fetch: Duration) -> (Harness, Inflight)
         )
         .await
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // In flight for sure: the refetch it waits on has reached the identity provider.
+    eventually(
+        "the Check waits on the refetch",
+        Duration::from_secs(30),
+        async || h.idp.fetches() == 2,
+    )
+    .await;
+    assert!(!inflight.is_finished());
     (h, inflight)
 }
 
 #[tokio::test]
 async fn shutdown_drains_in_flight_checks() {
-    let (h, inflight) = check_waiting_on_a_slow_refetch(Duration::from_millis(1500)).await;
+    let (h, inflight) = check_waiting_on_a_slow_refetch(Duration::from_secs(2)).await;
     let ready = h.app.ready.clone();
-    let shutdown = tokio::spawn(h.app.shutdown(Duration::from_secs(5)));
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!ready.get(), "not ready while draining");
+    let shutdown = tokio::spawn(h.app.shutdown(Duration::from_secs(60)));
+    eventually(
+        "not ready while draining",
+        Duration::from_secs(30),
+        async || !ready.get(),
+    )
+    .await;
     let answer = inflight.await.unwrap().expect("in-flight Check completed");
     assert_eq!(Answer::from(answer.into_inner()).status, 200);
     shutdown.await.unwrap();
@@ -437,15 +462,320 @@ async fn shutdown_drains_in_flight_checks() {
 
 #[tokio::test]
 async fn shutdown_gives_up_on_checks_past_the_drain_timeout() {
-    // The in-flight Check waits on a refetch slower than the drain timeout.
-    let (h, inflight) = check_waiting_on_a_slow_refetch(Duration::from_secs(4)).await;
-    let started = std::time::Instant::now();
-    h.app.shutdown(Duration::from_millis(500)).await;
-    let took = started.elapsed();
-    assert!(
-        took < Duration::from_secs(3),
-        "shutdown waited {took:?}, past its drain timeout"
-    );
+    // The in-flight Check waits on a refetch that never answers in time (its own bound is
+    // 21 s); the drain timeout is 500 ms. Had shutdown waited for it, the Check would have
+    // completed with a 401 instead of being cut off.
+    let (h, inflight) = check_waiting_on_a_slow_refetch(Duration::from_secs(300)).await;
+    tokio::time::timeout(
+        Duration::from_secs(15),
+        h.app.shutdown(Duration::from_millis(500)),
+    )
+    .await
+    .expect("shutdown returned (it hangs only if the drain timeout is not applied)");
     let answer = inflight.await.unwrap();
     assert!(answer.is_err(), "the Check was cut off: {answer:?}");
+}
+
+#[tokio::test]
+async fn reload_clears_the_verified_token_cache() {
+    // Before: the Casdoor-style client-id audience is accepted. After: only the resource URI.
+    let idp = Idp::start(&[&RSA]).await;
+    let lenient = config_yaml(&idp.issuer, "", ROUTES).replace(
+        "algorithms: [RS256, ES256, EdDSA]",
+        "algorithms: [RS256]\n        extra_audiences: [casdoor-client-id]",
+    );
+    let strict = config_yaml(&idp.issuer, "", ROUTES);
+    let dir = tempdir();
+    let path = dir.join("config.yaml");
+    let mut h = Harness::start(idp, &lenient, true).await;
+    let mut c = h.claims("files:list");
+    c["aud"] = json!("casdoor-client-id");
+    let t = RSA.mint(&c);
+    let hits = |h: &Harness| {
+        h.app
+            .metrics
+            .counter("mcp_authz_token_cache_requests_total", &[("result", "hit")])
+    };
+    assert_eq!(h.bearer("POST", "/mcp", &t).await.status, 200);
+    let before = hits(&h);
+    assert_eq!(h.bearer("POST", "/mcp", &t).await.status, 200);
+    assert_eq!(
+        hits(&h),
+        before + 1,
+        "the token is now served from the cache"
+    );
+    std::fs::write(&path, strict).unwrap();
+    h.app.reload(&path).expect("stricter config loads");
+    let a = h.bearer("POST", "/mcp", &t).await;
+    assert_eq!((a.status, a.reason()), (401, "token_wrong_audience"));
+}
+
+#[tokio::test]
+async fn reload_adding_an_issuer_fetches_its_keys_at_once() {
+    let a = Idp::start(&[&RSA]).await;
+    let b = Idp::start(&[&RSA2]).await;
+    // No routes: the default route, any valid token (issuers are the resource's last key).
+    let one = config_yaml(&a.issuer, "", "");
+    let two = format!(
+        "{one}      - issuer: {}\n        algorithms: [RS256]\n",
+        b.issuer
+    );
+    let dir = tempdir();
+    let path = dir.join("config.yaml");
+    let mut h = Harness::start(a, &one, true).await;
+    let mut c = h.claims("files:list");
+    c["iss"] = json!(b.issuer);
+    let from_b = RSA2.mint(&c);
+    assert_eq!(
+        h.bearer("POST", "/mcp", &from_b).await.reason(),
+        "token_unknown_issuer"
+    );
+    assert_eq!(b.fetches(), 0);
+    std::fs::write(&path, two).unwrap();
+    h.app
+        .reload(&path)
+        .expect("config with a second issuer loads");
+    // No Check asks for them: the reload itself starts the fetch (refresh_seconds is 300).
+    eventually(
+        "the new issuer's keys fetched",
+        Duration::from_secs(30),
+        async || b.fetches() >= 1,
+    )
+    .await;
+    eventually(
+        "ready with both issuers",
+        Duration::from_secs(30),
+        async || h.app.ready.get(),
+    )
+    .await;
+    assert_eq!(h.bearer("POST", "/mcp", &from_b).await.status, 200);
+    // The unchanged issuer kept its keys: not fetched again.
+    assert_eq!(h.idp.fetches(), 1);
+}
+
+/// Lines a child process writes to stderr, collected as they come.
+fn collect_stderr(child: &mut std::process::Child) -> Arc<std::sync::Mutex<String>> {
+    use std::io::BufRead;
+    let out = Arc::new(std::sync::Mutex::new(String::new()));
+    let stderr = child.stderr.take().unwrap();
+    let sink = out.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let mut s = sink.lock().unwrap();
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
+    out
+}
+
+/// The value of one exact series (`name{labels}`) in a Prometheus text exposition.
+fn series(exposition: &str, series: &str) -> Option<f64> {
+    exposition
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+async fn scrape(admin: u16) -> String {
+    reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn serve_reloads_on_sighup_and_on_file_change() {
+    let idp = Idp::start(&[&RSA]).await;
+    let dir = tempdir();
+    let (grpc, admin) = (free_port(), free_port());
+    let on_ports = |yaml: String, admin: u16| {
+        yaml.replace(
+            "grpc: \"127.0.0.1:0\"",
+            &format!("grpc: \"127.0.0.1:{grpc}\""),
+        )
+        .replace(
+            "admin: \"127.0.0.1:0\"",
+            &format!("admin: \"127.0.0.1:{admin}\""),
+        )
+    };
+    let path = dir.join("config.yaml");
+    std::fs::write(&path, on_ports(variant(&idp.issuer, 0), admin)).unwrap();
+    let mut child = Serve(Some(
+        Command::new(env!("CARGO_BIN_EXE_mcp-authz"))
+            .args(["--log-format", "json", "serve", "--config"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
+    let logs = collect_stderr(child.0.as_mut().unwrap());
+    let claims = json!({"iss": idp.issuer, "sub": "user-1", "aud": "https://mcp.example.com/mcp", "exp": now() + 600, "scope": "files:list"});
+    let t = RSA.mint(&claims);
+    let mut client = connect_when_allowed(grpc, &t).await;
+    let reloads = async |result: &str| {
+        series(
+            &scrape(admin).await,
+            &format!("mcp_authz_config_reloads_total{{result=\"{result}\"}}"),
+        )
+        .unwrap_or(-1.0)
+    };
+    let successful = async || {
+        series(
+            &scrape(admin).await,
+            "mcp_authz_config_last_reload_successful",
+        )
+        .unwrap_or(-1.0)
+    };
+    assert_eq!(reloads("ok").await, 1.0, "the start counts as one");
+    assert_eq!(successful().await, 1.0);
+
+    // SIGHUP with the file unchanged: the content poll would not reload, the signal does.
+    let hup = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    eventually("SIGHUP reloaded", Duration::from_secs(30), async || {
+        reloads("ok").await == 2.0
+    })
+    .await;
+    assert!(
+        logs.lock()
+            .unwrap()
+            .contains("SIGHUP: reloading configuration")
+    );
+
+    // A changed file is picked up by the 2 s poll, with no signal.
+    let mut decide = async |path: &str| {
+        let req = Req::new("GET", path).header("authorization", &format!("Bearer {t}"));
+        Answer::from(client.check(req.into_proto()).await.unwrap().into_inner())
+            .reason()
+            .to_owned()
+    };
+    assert_eq!(decide("/other-1").await, "no_route");
+    std::fs::write(&path, on_ports(variant(&idp.issuer, 1), admin)).unwrap();
+    eventually(
+        "the poll reloaded the changed file",
+        Duration::from_secs(60),
+        async || decide("/other-1").await == "insufficient_scope",
+    )
+    .await;
+    assert_eq!(reloads("ok").await, 3.0);
+
+    // A bad file: refused, counted, the gauge drops to 0, the running policy stays.
+    std::fs::write(&path, "resources: [{id: broken}]").unwrap();
+    eventually(
+        "the bad file refused",
+        Duration::from_secs(60),
+        async || successful().await == 0.0,
+    )
+    .await;
+    assert!(reloads("error").await >= 1.0);
+    assert_eq!(decide("/other-1").await, "insufficient_scope");
+    assert!(logs.lock().unwrap().contains("configuration reload failed"));
+
+    // Restart-only settings: the new file loads (gauge back to 1) with a warning for each, and
+    // the listeners stay where they are.
+    let other_admin = free_port();
+    let restart_only = on_ports(variant(&idp.issuer, 2), other_admin)
+        .replace("retry_seconds: 1", "retry_seconds: 7")
+        .replace("listen:", "limits: {token_cache_entries: 10}\nlisten:");
+    std::fs::write(&path, restart_only).unwrap();
+    eventually(
+        "the restart-only file loaded",
+        Duration::from_secs(60),
+        async || successful().await == 1.0,
+    )
+    .await;
+    assert_eq!(decide("/other-2").await, "insufficient_scope");
+    let text = logs.lock().unwrap().clone();
+    for warning in [
+        "listener addresses changed; they take effect after a restart",
+        "jwks settings changed; they take effect after a restart",
+        "limits.token_cache_entries changed; it takes effect after a restart",
+    ] {
+        assert!(
+            text.contains(warning),
+            "missing warning {warning:?} in\n{text}"
+        );
+    }
+    assert!(
+        reqwest::get(format!("http://127.0.0.1:{other_admin}/metrics"))
+            .await
+            .is_err(),
+        "the admin listener did not move before a restart"
+    );
+    drop(client);
+    sigterm_exits_cleanly(child).await;
+}
+
+/// A `serve` process on fresh ports trusting `idp`, with its gRPC port.
+fn spawn_serve(idp: &Idp, dir: &std::path::Path) -> (Serve, u16) {
+    let grpc = free_port();
+    let yaml = config_yaml(&idp.issuer, "", ROUTES).replace(
+        "grpc: \"127.0.0.1:0\"",
+        &format!("grpc: \"127.0.0.1:{grpc}\""),
+    );
+    let path = dir.join("config.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_mcp-authz"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    (Serve(Some(child)), grpc)
+}
+
+#[tokio::test]
+async fn serve_discovers_keys_by_oidc_fallback_and_refuses_a_mismatched_issuer() {
+    // Only /.well-known/openid-configuration answers (RFC 8414's path is 404).
+    let idp = Idp::start(&[&RSA]).await;
+    *idp.state.discovery.lock().unwrap() = Discovery::OidcOnly;
+    let (child, grpc) = spawn_serve(&idp, &tempdir());
+    let claims = json!({"iss": idp.issuer, "sub": "user-1", "aud": "https://mcp.example.com/mcp", "exp": now() + 300, "scope": "files:list"});
+    connect_when_allowed(grpc, &RSA.mint(&claims)).await;
+    assert_eq!(idp.fetches(), 1, "keys from the OIDC document's jwks_uri");
+    sigterm_exits_cleanly(child).await;
+
+    // The document names another issuer (RFC 8414 §3.3, OIDC Discovery §4.3): no keys, 503.
+    let idp = Idp::start(&[&RSA]).await;
+    *idp.state.metadata_issuer.lock().unwrap() = Some("https://evil.example".into());
+    let (child, grpc) = spawn_serve(&idp, &tempdir());
+    let claims = json!({"iss": idp.issuer, "sub": "user-1", "aud": "https://mcp.example.com/mcp", "exp": now() + 300, "scope": "files:list"});
+    let token = RSA.mint(&claims);
+    let mut answered = None;
+    eventually(
+        "serve answers Checks",
+        Duration::from_secs(30),
+        async || {
+            let Ok(mut c) = Client::connect(format!("http://127.0.0.1:{grpc}")).await else {
+                return false;
+            };
+            let req = Req::new("POST", "/mcp").header("authorization", &format!("Bearer {token}"));
+            match c.check(req.into_proto()).await {
+                Ok(a) => {
+                    let a = Answer::from(a.into_inner());
+                    answered = Some((a.status, a.reason().to_owned()));
+                    // A second discovery is the retry (retry_seconds 1) after the first
+                    // failed; with the issuer accepted there would be none for 300 s.
+                    idp.state.metadata_fetches.load(Ordering::SeqCst) >= 2
+                }
+                Err(_) => false,
+            }
+        },
+    )
+    .await;
+    assert_eq!(answered, Some((503, "no_signing_keys".to_owned())));
+    assert_eq!(
+        idp.fetches(),
+        0,
+        "the mismatched document's jwks_uri is never fetched"
+    );
+    sigterm_exits_cleanly(child).await;
 }

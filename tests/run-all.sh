@@ -5,6 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
+# An inherited MCP_AUTHZ_BLESS would turn the generated-file checks (tests/deploy.rs,
+# tests/render.rs) into rewriters that always pass: this command only ever compares.
+unset MCP_AUTHZ_BLESS
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -47,16 +52,21 @@ cargo fmt --all -- --check
 step "clippy"
 cargo clippy --all-targets --locked -- -D warnings
 
+step "test-count floors: the checker checks itself (tests/floor.py, tests/floor.txt)"
+python3 tests/floor.py self-test
+
 step "cargo test (unit, integration, rendered Envoy configs)"
 cargo build --locked --bins
-cargo test --locked
+cargo test --locked 2>&1 | tee "$logs/cargo-test.log"
+python3 tests/floor.py cargo "$logs/cargo-test.log"
 
 step "release build, exactly as the container image's build stage runs it (deploy/docker/Dockerfile)"
 deploy/docker/build.sh target/docker
 
 step "end-to-end through real Envoy with oidc-provider and the MCP SDK clients"
 export MCP_AUTHZ_BIN="$root/target/debug/mcp-authz"
-.venv/bin/python -m pytest -p no:cacheprovider -q tests/e2e
+.venv/bin/python -m pytest -p no:cacheprovider -q tests/e2e --junitxml="$logs/e2e.xml"
+python3 tests/floor.py pytest "$logs/e2e.xml"
 
 step "local demo, non-interactive"
 deploy/local/demo.sh --check

@@ -145,12 +145,25 @@ pub static ED: LazyLock<TestKey> = LazyLock::new(|| TestKey::ed("ed-1"));
 #[derive(Clone, Debug)]
 pub enum Mode {
     Ok,
+    /// The valid JWKS, but with this status: only a 200 may be used.
     Status(u16),
     Html,
-    Huge,
+    /// The valid JWKS padded with JSON whitespace to this many bytes (`Content-Length` set).
+    Padded(usize),
+    /// The same, streamed in chunks without `Content-Length`: the cap must hold while reading.
+    PaddedChunked(usize),
     Truncated,
     Slow(Duration),
     RedirectOtherHost,
+}
+
+/// Which discovery documents the identity provider serves.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Discovery {
+    /// RFC 8414 `/.well-known/oauth-authorization-server` only.
+    OAuth,
+    /// OpenID Connect `/.well-known/openid-configuration` only (RFC 8414 path answers 404).
+    OidcOnly,
 }
 
 pub struct IdpState {
@@ -158,6 +171,9 @@ pub struct IdpState {
     pub jwks: Mutex<Value>,
     pub mode: Mutex<Mode>,
     pub cache_control: Mutex<Option<String>>,
+    pub discovery: Mutex<Discovery>,
+    /// When set, the discovery documents name this issuer instead of the real one.
+    pub metadata_issuer: Mutex<Option<String>>,
     pub jwks_fetches: AtomicUsize,
     pub metadata_fetches: AtomicUsize,
     /// RFC 8707 support at /token: `aud` = the requested resource, else the client id.
@@ -187,12 +203,18 @@ impl Idp {
             jwks: Mutex::new(jwks),
             mode: Mutex::new(Mode::Ok),
             cache_control: Mutex::new(None),
+            discovery: Mutex::new(Discovery::OAuth),
+            metadata_issuer: Mutex::new(None),
             jwks_fetches: AtomicUsize::new(0),
             metadata_fetches: AtomicUsize::new(0),
             resource_indicators: std::sync::atomic::AtomicBool::new(true),
         });
         let app = Router::new()
-            .route("/.well-known/oauth-authorization-server", get(metadata))
+            .route(
+                "/.well-known/oauth-authorization-server",
+                get(oauth_metadata),
+            )
+            .route("/.well-known/openid-configuration", get(oidc_metadata))
             .route("/jwks", get(jwks_handler))
             .route("/token", axum::routing::post(token_handler))
             .with_state(state.clone());
@@ -230,10 +252,25 @@ impl Idp {
     }
 }
 
-async fn metadata(State(s): State<Arc<IdpState>>) -> Response {
+async fn oauth_metadata(State(s): State<Arc<IdpState>>) -> Response {
+    if *s.discovery.lock().unwrap() != Discovery::OAuth {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    metadata(&s)
+}
+
+async fn oidc_metadata(State(s): State<Arc<IdpState>>) -> Response {
+    if *s.discovery.lock().unwrap() != Discovery::OidcOnly {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    metadata(&s)
+}
+
+fn metadata(s: &IdpState) -> Response {
     s.metadata_fetches.fetch_add(1, Ordering::SeqCst);
     let issuer = s.issuer.lock().unwrap().clone();
-    let doc = json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks"),
+    let named = s.metadata_issuer.lock().unwrap().clone();
+    let doc = json!({"issuer": named.unwrap_or_else(|| issuer.clone()), "jwks_uri": format!("{issuer}/jwks"),
         "token_endpoint": format!("{issuer}/token"), "registration_endpoint": format!("{issuer}/reg"),
         "code_challenge_methods_supported": ["S256"],
         "scopes_supported": ["files:read","files:write","files:list"]});
@@ -275,13 +312,20 @@ async fn jwks_handler(State(s): State<Arc<IdpState>>) -> Response {
     }
     match mode {
         Mode::Ok => (headers, body).into_response(),
-        Mode::Status(code) => (StatusCode::from_u16(code).unwrap(), "oops").into_response(),
+        Mode::Status(code) => (StatusCode::from_u16(code).unwrap(), headers, body).into_response(),
         Mode::Html => (
             [(header::CONTENT_TYPE, "text/html")],
             "<html>maintenance</html>",
         )
             .into_response(),
-        Mode::Huge => (headers, "x".repeat(10 << 20)).into_response(),
+        Mode::Padded(n) => (headers, pad(body, n)).into_response(),
+        Mode::PaddedChunked(n) => {
+            let padded = pad(body, n).into_bytes();
+            let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+                padded.chunks(8192).map(|c| Ok(c.to_vec())).collect();
+            let stream = futures_util::stream::iter(chunks);
+            (headers, axum::body::Body::from_stream(stream)).into_response()
+        }
         Mode::Truncated => (headers, body[..body.len() / 2].to_owned()).into_response(),
         Mode::Slow(d) => {
             tokio::time::sleep(d).await;
@@ -304,6 +348,50 @@ async fn jwks_handler(State(s): State<Arc<IdpState>>) -> Response {
                 .into_response()
         }
     }
+}
+
+/// `json` followed by JSON whitespace up to `n` bytes: still the same, valid document.
+fn pad(json: String, n: usize) -> String {
+    let fill = n.saturating_sub(json.len());
+    json + &" ".repeat(fill)
+}
+
+/// Poll `cond` every 50 ms until it holds; fail naming `what` after `deadline`. For waiting on
+/// state or metrics on a shared machine: generous deadlines, no fixed sleeps.
+pub async fn eventually(what: &str, deadline: Duration, mut cond: impl AsyncFnMut() -> bool) {
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        if cond().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "{what}: not reached within {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A gauge's value (summed over its series) from a Prometheus text exposition.
+pub fn gauge(exposition: &str, name: &str) -> Option<f64> {
+    let mut found = None;
+    for line in exposition.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        if !(rest.starts_with(' ') || rest.starts_with('{')) {
+            continue;
+        }
+        let v: f64 = rest.rsplit(' ').next()?.parse().ok()?;
+        found = Some(found.unwrap_or(0.0) + v);
+    }
+    found
+}
+
+/// JWKS fetches that failed, over every issuer.
+pub fn fetch_errors(app: &Running) -> u64 {
+    app.metrics
+        .counter("mcp_authz_jwks_fetches_total", &[("result", "error")])
 }
 
 /// Config for one resource `https://mcp.example.com/mcp` trusting `issuer`, with test-friendly
@@ -353,13 +441,13 @@ impl Harness {
             .await
             .unwrap();
         if wait_ready {
-            for _ in 0..100 {
-                if app.ready.get() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            assert!(app.ready.get(), "app did not become ready");
+            // 30 s: a wide margin on a shared 2-core machine; a healthy start takes milliseconds.
+            eventually(
+                "the app becomes ready",
+                Duration::from_secs(30),
+                async || app.ready.get(),
+            )
+            .await;
         }
         Harness { app, idp, client }
     }

@@ -575,3 +575,18 @@ def test_sdk_client_end_to_end(stack, lang, flow, deny_write):
     assert lines and json.loads(lines[-1]) == {"done": True, "ok": True}, report
     steps = [json.loads(ln) for ln in lines[:-1]]
     assert all(s.get("ok", True) for s in steps), report
+    # "Every step that ran was ok" is not enough: the steps this flow must go through ran.
+    ran = [s.get("step") for s in steps]
+    want = ["challenge", "prm", "as-metadata", "discovery", "initial-token", "connect",
+            "tools/list", "tools/call list_files", "tools/call read_file", "step-up read"]
+    if flow == "authorization_code":
+        want += ["register", "authorize"]
+    if deny_write:
+        want += ["tools/call write_file (denied)", "tools/call list_files (after denied write)"]
+    else:
+        want += ["tools/call write_file", "step-up write", "tools/call list_files (after write)",
+                 "tools/call read_file (written file)"]
+    want.append("tokens")
+    missing = [w for w in want if w not in ran]
+    assert not missing, f"steps that did not run: {missing}\n{report}"
+    assert "error" not in ran and "timeout" not in ran, report
