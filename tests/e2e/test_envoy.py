@@ -465,6 +465,7 @@ def test_unlisted_tool_is_denied_whatever_the_scopes(stack, envoy, seen):
 # server without a token.
 NO_TOKEN_401 = 401   # normalised to /mcp: mcp-authz's no-credentials challenge
 ENVOY_400 = 400      # Envoy itself (path_with_escaped_slashes_action: REJECT_REQUEST), empty body
+BAD_PATH_400 = 400   # mcp-authz: a case/trailing-slash folding router would pick another route
 NO_ROUTE_403 = 403   # reaches mcp-authz on a path no policy route matches: default deny
 
 PATH_TRICKS = [
@@ -480,8 +481,8 @@ PATH_TRICKS = [
     ("/x/%2e%2e/mcp", NO_TOKEN_401),                                   # %2e%2e decoded, then removed
     ("/.well-known/oauth-protected-resource/%2e%2e/%2e%2e/mcp", NO_TOKEN_401),
     ("/%6dcp", NO_TOKEN_401),                                          # unreserved %6d -> m
-    ("/MCP", NO_ROUTE_403),                                            # paths are case-sensitive
-    ("/mcp/", NO_ROUTE_403),                                           # route is exactly /mcp
+    ("/MCP", BAD_PATH_400),                                            # a folding router's /mcp
+    ("/mcp/", BAD_PATH_400),                                           # ... and so is /mcp/
     ("/mcpx", NO_ROUTE_403),
     ("/__seen", NO_ROUTE_403),                                         # upstream's other paths
     ("/mcp?x=/.well-known/oauth-protected-resource", NO_TOKEN_401),    # query is not the path
@@ -499,6 +500,9 @@ def test_path_tricks_never_reach_upstream_without_token(stack, envoy, seen, path
     elif status == NO_ROUTE_403:
         assert r.header("www-authenticate") is None, r
         assert r.json() == {"error": "forbidden", "message": "No policy allows this request"}, r
+    elif path in ("/MCP", "/mcp/"):
+        assert r.header("www-authenticate") is None, r
+        assert r.json() == {"error": "bad_request", "message": "The request path is not acceptable"}, r
     else:
         assert r.body == b"", r
     assert_not_forwarded(stack)

@@ -75,7 +75,18 @@ class SlowIssuerStack(stack_mod.Stack):
         line = f"        jwks_file: {json.dumps(str(self.jwks_path))}\n"
         assert line in yaml, yaml
         yaml = yaml.replace(line, f"        jwks_uri: {json.dumps(self.slow_jwks.url)}\n")
-        return yaml.replace("resources:\n", "jwks:\n  fetch_timeout_seconds: 20\nresources:\n", 1)
+        # mcp-authz bounds an unknown-kid wait by half of `envoy.check_timeout_ms` (10 s here:
+        # it waits up to 5 s), while the Envoy it fronts is rendered with a 0.5 s ext_authz
+        # timeout (`_run` below), so Envoy gives up first, as with a slow or overloaded service.
+        return yaml.replace("resources:\n", "jwks:\n  fetch_timeout_seconds: 20\n"
+                            "envoy:\n  check_timeout_ms: 10000\nresources:\n", 1)
+
+    def _run(self, argv: list[str]) -> str:
+        out = super()._run(argv)
+        if argv[1:3] == ["render", "envoy"]:
+            out, n = re.subn(r"(?m)^(\s+)timeout: 10s$", r"\1timeout: 0.5s", out)
+            assert n == 1, out
+        return out
 
 
 def metric(text: str, name: str, **labels: str) -> float:
@@ -106,7 +117,7 @@ def test_envoy_ext_authz_timeout_is_status_on_error_and_counted_cancelled():
         assert envoy.mcp(rpc("tools/list"), token=s.mint()).status == 200
         before = cancelled()
         # A kid the set lacks makes mcp-authz wait on a refetch that hangs (its own bound is
-        # 2 x 20 s + 1 s); Envoy's ext_authz timeout (check_timeout_ms, 500 ms) fires first.
+        # 5 s); Envoy's ext_authz timeout (0.5 s in its rendered config) fires first.
         jwks.slow.set()
         token = s.mint(header={"kid": "rotated-in-but-unreachable"})
         r = envoy.mcp(rpc("tools/list"), token=token)
