@@ -78,8 +78,9 @@ class SlowIssuerStack(stack_mod.Stack):
         # mcp-authz bounds an unknown-kid wait by half of `envoy.check_timeout_ms` (10 s here:
         # it waits up to 5 s), while the Envoy it fronts is rendered with a 0.5 s ext_authz
         # timeout (`_run` below), so Envoy gives up first, as with a slow or overloaded service.
-        return yaml.replace("resources:\n", "jwks:\n  fetch_timeout_seconds: 20\n"
-                            "envoy:\n  check_timeout_ms: 10000\nresources:\n", 1)
+        assert yaml.count("envoy:\n") == 1, yaml
+        yaml = yaml.replace("envoy:\n", "envoy:\n  check_timeout_ms: 10000\n", 1)
+        return yaml.replace("resources:\n", "jwks:\n  fetch_timeout_seconds: 20\nresources:\n", 1)
 
     def _run(self, argv: list[str]) -> str:
         out = super()._run(argv)
