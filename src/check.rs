@@ -8,7 +8,10 @@ use arc_swap::ArcSwap;
 
 use crate::cache::TokenCache;
 use crate::challenge::{ChallengeTarget, DenyReason};
-use crate::config::{Config, IdentityHeaders, Resource, StepUpStrategy, expand_scopes};
+use crate::config::{
+    Config, IdentityHeaders, PREFLIGHT_CONTEXT_KEY, PREFLIGHTS_BY_PROXY, Resource, StepUpStrategy,
+    expand_scopes,
+};
 use crate::explain::Trace;
 use crate::jwks::JwksManager;
 use crate::mcp::{self, BodyError, Call};
@@ -150,9 +153,7 @@ impl Authorizer {
                 inspection: None,
             })
         };
-        let preflight = method == "OPTIONS"
-            && input.header("origin").is_some()
-            && input.header("access-control-request-method").is_some();
+        let preflight = method == "OPTIONS" && is_cors_preflight(input);
         if policy::is_always_public(resource, &method, &path, preflight) {
             trace.ok("route", || {
                 "PRM well-known path or CORS preflight: public".into()
@@ -301,6 +302,31 @@ impl Authorizer {
             inspection,
         })
     }
+}
+
+/// Whether this `OPTIONS` is a CORS preflight, which never carries credentials and so must
+/// pass without a token. Fetch standard §4.8 "CORS-preflight fetch": a preflight has a
+/// non-empty `Origin` and `Access-Control-Request-Method` and no body; anything else is an
+/// ordinary `OPTIONS` request and needs what any request on its route needs. Behind the
+/// rendered Envoy (context extension [`PREFLIGHT_CONTEXT_KEY`]) Envoy's CORS filter has already
+/// answered every preflight, so nothing that reaches us is one. Under Istio the pod's sidecar
+/// sends every `OPTIONS` here; Envoy forwards all headers then, so a declared body
+/// (`content-length` other than 0, or `transfer-encoding`) is seen; an HTTP/2 body without
+/// `content-length` is only seen when the body is sent to us (the `-body` provider).
+fn is_cors_preflight(input: &CheckInput) -> bool {
+    let non_empty = |name| input.header(name).is_some_and(|v| !v.trim().is_empty());
+    input
+        .context_extensions
+        .get(PREFLIGHT_CONTEXT_KEY)
+        .map(String::as_str)
+        != Some(PREFLIGHTS_BY_PROXY)
+        && non_empty("origin")
+        && non_empty("access-control-request-method")
+        && input.body.is_empty()
+        && input
+            .header("content-length")
+            .is_none_or(|v| v.trim() == "0")
+        && input.header("transfer-encoding").is_none()
 }
 
 /// Parse the body Envoy forwarded and check it against the `Mcp-Method`/`Mcp-Name` headers.
@@ -598,6 +624,51 @@ mod tests {
         for (auth, path, want) in cases {
             assert_eq!(bearer_token(&input(*auth, path)), *want, "{auth:?} {path}");
         }
+    }
+
+    #[test]
+    fn preflight_is_the_fetch_definition() {
+        let preflight = |headers: &[(&str, &str)], body: &[u8], ext: &[(&str, &str)]| {
+            is_cors_preflight(&CheckInput {
+                method: "OPTIONS".into(),
+                headers: headers
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+                context_extensions: ext
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+                body: body.to_vec(),
+                ..CheckInput::default()
+            })
+        };
+        let o = ("origin", "https://app.example");
+        let m = ("access-control-request-method", "POST");
+        assert!(preflight(&[o, m], b"", &[]));
+        assert!(preflight(&[o, m, ("content-length", "0")], b"", &[]));
+        // Present is not enough: both non-empty (the issue-17 look-alike had `Origin: `).
+        assert!(!preflight(&[("origin", ""), m], b"", &[]));
+        assert!(!preflight(&[("origin", " "), m], b"", &[]));
+        assert!(!preflight(
+            &[o, ("access-control-request-method", "")],
+            b"",
+            &[]
+        ));
+        assert!(!preflight(&[o], b"", &[]));
+        assert!(!preflight(&[m], b"", &[]));
+        // A preflight has no body, buffered or declared.
+        assert!(!preflight(&[o, m], b"{}", &[]));
+        assert!(!preflight(&[o, m, ("content-length", "2")], b"", &[]));
+        assert!(!preflight(
+            &[o, m, ("transfer-encoding", "chunked")],
+            b"",
+            &[]
+        ));
+        // Behind the rendered Envoy its CORS filter answered every real preflight.
+        let by_proxy = (PREFLIGHT_CONTEXT_KEY, PREFLIGHTS_BY_PROXY);
+        assert!(!preflight(&[o, m], b"", &[by_proxy]));
+        assert!(preflight(&[o, m], b"", &[(PREFLIGHT_CONTEXT_KEY, "other")]));
     }
 
     #[test]

@@ -10,7 +10,10 @@ use super::{
     PRM_CACHE_CONTROL, PRM_CORS_ALLOW_METHODS, RenderError, duration, group_by_host, inspects_body,
     obj, prm_json, seq,
 };
-use crate::config::{Config, EscapedSlashes, RESOURCE_CONTEXT_KEY, Resource};
+use crate::config::{
+    Config, EscapedSlashes, PREFLIGHT_CONTEXT_KEY, PREFLIGHTS_BY_PROXY, RESOURCE_CONTEXT_KEY,
+    Resource,
+};
 
 /// Envoy cluster that reaches mcp-authz's gRPC `Authorization` service.
 pub const AUTHZ_CLUSTER: &str = "mcp_authz";
@@ -122,9 +125,16 @@ pub fn envoy_bootstrap(config: &Config, opts: &EnvoyOptions) -> Result<String, R
         ("request_headers_timeout", REQUEST_HEADERS_TIMEOUT.into()),
         (
             "common_http_protocol_options",
-            // `x_mcp_authz_subject` must not smuggle past our `x-mcp-authz-subject` (HCM
-            // docs, headers_with_underscores_action; CVE-class header confusion upstream).
-            obj([("headers_with_underscores_action", "REJECT_REQUEST".into())]),
+            obj([
+                // `x_mcp_authz_subject` must not smuggle past our `x-mcp-authz-subject` (HCM
+                // docs, headers_with_underscores_action; CVE-class header confusion upstream).
+                ("headers_with_underscores_action", "REJECT_REQUEST".into()),
+                // ext_authz decides when a stream opens; an SSE stream kept alive by one
+                // event an hour would otherwise outlive the token and any policy reload.
+                // Envoy resets the stream at this age; MCP clients reconnect (GET with
+                // `Last-Event-ID`, Streamable HTTP "Resumability"), which is checked anew.
+                ("max_stream_duration", duration(e.max_stream).into()),
+            ]),
         ),
         (
             "route_config",
@@ -465,7 +475,12 @@ const EXT_AUTHZ_PER_ROUTE: &str =
 fn upstream_route(name: String, matcher: Value, r: &Resource, max_request_bytes: u32) -> Value {
     let mut check_settings = vec![(
         "context_extensions",
-        obj([(RESOURCE_CONTEXT_KEY, r.id.as_str().into())]),
+        obj([
+            (RESOURCE_CONTEXT_KEY, r.id.as_str().into()),
+            // The CORS filter runs first and answers every preflight (`cors_policy`), so an
+            // `OPTIONS` reaching mcp-authz here is an ordinary request (Fetch §4.8).
+            (PREFLIGHT_CONTEXT_KEY, PREFLIGHTS_BY_PROXY.into()),
+        ]),
     )];
     // The JSON-RPC body (method, tool name) is part of the decision only where the policy has
     // MCP rules; elsewhere Envoy neither buffers it nor copies it into the Check. Raw bytes so
@@ -742,6 +757,10 @@ resources:
             h["common_http_protocol_options"]["headers_with_underscores_action"],
             "REJECT_REQUEST"
         );
+        assert_eq!(
+            h["common_http_protocol_options"]["max_stream_duration"],
+            "3600s"
+        );
 
         let filters = h["http_filters"].as_sequence().expect("filters");
         let names: Vec<_> = filters.iter().map(|f| f["name"].as_str()).collect();
@@ -809,7 +828,9 @@ resources:
         assert!(body(0, "mcp_files").is_null());
         assert!(body(0, "default_files").is_null());
         let tools = body(1, "mcp_tools");
-        assert_eq!(tools["max_request_bytes"], 65536);
+        // One byte over limits.max_body_bytes: a body cut at Envoy's buffer is always longer
+        // than what mcp-authz accepts, whatever `x-envoy-auth-partial-body` says.
+        assert_eq!(tools["max_request_bytes"], 65537);
         assert_eq!(tools["allow_partial_message"], true);
         assert_eq!(tools["pack_as_bytes"], true);
         assert_eq!(body(1, "default_tools"), tools);
@@ -855,6 +876,11 @@ resources:
         assert_eq!(mcp["route"]["cluster"], "upstream_files");
         assert_eq!(mcp["route"]["timeout"], "0s");
         assert_eq!(context(mcp), "files");
+        assert_eq!(
+            mcp["typed_per_filter_config"][EXT_AUTHZ_FILTER]["check_settings"]["context_extensions"]
+                [PREFLIGHT_CONTEXT_KEY],
+            PREFLIGHTS_BY_PROXY
+        );
         let catch_all = route(vh, "default_files");
         assert_eq!(catch_all["match"]["prefix"], "/");
         assert_eq!(catch_all["route"]["cluster"], "upstream_files");

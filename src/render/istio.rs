@@ -44,7 +44,8 @@ const MESH_CONFIG_HEADER: &str = "\
 #   JSON-RPC body for workloads whose resources have MCP rules (per-tool scopes): Envoy
 #   buffers up to maxRequestBytes and sends it as raw bytes (packAsBytes) so mcp-authz parses
 #   it strictly; a longer body is sent cut and marked partial, and mcp-authz answers 413 when
-#   it needs it. Elsewhere Envoy neither buffers nor copies bodies. Only the providers some
+#   it needs it. maxRequestBytes is one byte over the largest body mcp-authz accepts: Envoy
+#   marks a body cut at exactly maxRequestBytes as complete, so the cut must never fit. Elsewhere Envoy neither buffers nor copies bodies. Only the providers some
 #   workload uses are listed.
 ";
 
@@ -526,6 +527,9 @@ fn mcp_route(
                 ]),
             )])]),
         ),
+        // A request's whole life, SSE streams included (Envoy route timeout): a stream is
+        // authorized when it opens, so it must end and be reopened with a current token.
+        ("timeout", duration(config.envoy.max_stream).into()),
         (
             "corsPolicy",
             obj([
@@ -627,7 +631,8 @@ resources:
         assert_eq!(g["service"], providers[0]["envoyExtAuthzGrpc"]["service"]);
         assert_eq!(g["failOpen"], false);
         let body = &g["includeRequestBodyInCheck"];
-        assert_eq!(body["maxRequestBytes"], 65536);
+        // One byte over limits.max_body_bytes (a cut body never fits mcp-authz's limit).
+        assert_eq!(body["maxRequestBytes"], 65537);
         assert_eq!(body["allowPartialMessage"], true);
         assert_eq!(body["packAsBytes"], true);
         // Only files_admin has MCP rules, but files shares its pods: one provider per workload.
@@ -711,6 +716,8 @@ resources:
         let dest = &mcp["route"][0]["destination"];
         assert_eq!(dest["host"], "files.mcp.svc.cluster.local");
         assert_eq!(dest["port"]["number"], 8080);
+        // envoy.max_stream_seconds (default 3600): streams end and reopen with a fresh token.
+        assert_eq!(mcp["timeout"], "3600s");
         let cors = &mcp["corsPolicy"];
         assert_eq!(cors["allowOrigins"][0]["regex"], ".*");
         assert_eq!(cors["exposeHeaders"][0], "WWW-Authenticate");
