@@ -28,6 +28,10 @@ pub enum DenyReason {
     Body(BodyError),
     /// An MCP rule refuses this method, tool, resource or prompt whatever the scopes.
     McpDenied(McpDenial),
+    /// `Mcp-Session-Id` is not a session this principal opened (another user's, a bare or
+    /// forged id). 404: MCP Streamable HTTP "Session Management" — the client starts a new
+    /// session; to this principal the session does not exist.
+    UnknownSession,
     /// Something failed inside mcp-authz. Never an allow.
     Internal,
 }
@@ -207,6 +211,13 @@ impl DenyReason {
                     McpDenial::Prompt => denied("This MCP prompt is not allowed", "prompt_denied"),
                 }
             }
+            DenyReason::UnknownSession => s(
+                404,
+                None,
+                "Session not found. Start a new session with an initialize request",
+                false,
+                "session_unknown",
+            ),
             DenyReason::Internal => s(500, None, "Authorization failed", false, "internal"),
         }
     }
@@ -267,6 +278,7 @@ pub fn render(
 fn json_error(status: u16) -> &'static str {
     match status {
         400 => "bad_request",
+        404 => "not_found",
         413 => "payload_too_large",
         401 => "unauthorized",
         403 => "forbidden",

@@ -17,6 +17,7 @@ use crate::jwks::JwksManager;
 use crate::mcp::{self, BodyError, Call};
 use crate::policy::{self, Requirement};
 use crate::scope::Scopes;
+use crate::session;
 use crate::token::{self, Principal};
 
 /// One request as Envoy described it (protobuf stays in `authz`).
@@ -55,6 +56,9 @@ pub struct Allowed {
     pub principal: Option<Principal>,
     /// `Some("ok")` when a JSON-RPC body was inspected.
     pub inspection: Option<&'static str>,
+    /// The MCP server's own session id, unwrapped from the client's bound `Mcp-Session-Id`
+    /// (`sessions:` configured); the upstream gets it in place of the client's value.
+    pub session_id: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -151,6 +155,7 @@ impl Authorizer {
                 route: route.to_owned(),
                 principal: None,
                 inspection: None,
+                session_id: None,
             })
         };
         let preflight = method == "OPTIONS" && is_cors_preflight(input);
@@ -295,11 +300,36 @@ impl Authorizer {
                 inspection,
             );
         }
+        // MCP authorization "Session Hijacking": a session is usable only by the principal
+        // that opened it (`session.rs`). Checked once the request is otherwise allowed, so a
+        // 401/403 challenge still comes first and a 404 means only "not your session".
+        let session_id = match (&config.sessions, input.header("mcp-session-id")) {
+            (Some(key), Some(wrapped)) => {
+                let bound = session::binding(&resource.id, &principal);
+                match key.unwrap(&bound, wrapped) {
+                    Some(id) => {
+                        trace.ok("session", || "bound to this principal".into());
+                        Some(id.to_owned())
+                    }
+                    None => {
+                        trace.fail("session", &"not a session this principal opened");
+                        return denied(
+                            DenyReason::UnknownSession,
+                            None,
+                            Some(principal),
+                            inspection,
+                        );
+                    }
+                }
+            }
+            _ => None,
+        };
         Decision::Allow(Allowed {
             resource: resource.id.clone(),
             route: route.to_owned(),
             principal: Some(principal),
             inspection,
+            session_id,
         })
     }
 }

@@ -59,6 +59,9 @@ pub struct RawConfig {
     /// Request limits.
     #[serde(default)]
     pub limits: RawLimits,
+    /// Bind MCP sessions to the principal that opened them (absent: not bound by mcp-authz).
+    #[serde(default)]
+    pub sessions: Option<RawSessions>,
     /// How `mcp-authz render envoy` builds the Envoy bootstrap.
     #[serde(default)]
     pub envoy: RawEnvoy,
@@ -331,6 +334,20 @@ fn dtrue() -> bool {
     true
 }
 
+/// `sessions:` — the HMAC key that binds `Mcp-Session-Id` to (resource, iss, sub, client).
+/// Exactly one source; the key itself never appears in the configuration.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSessions {
+    /// File holding the key: at least 32 bytes, surrounding whitespace ignored (e.g. a
+    /// Kubernetes Secret mounted read-only). Every replica must have the same key.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Environment variable holding the key instead.
+    #[serde(default)]
+    pub key_env: Option<String>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
@@ -535,6 +552,8 @@ pub struct Config {
     pub issuers: Vec<IssuerKeysConfig>,
     pub envoy: EnvoySettings,
     pub istio: IstioSettings,
+    /// The session-binding key (`sessions:`), loaded when the configuration is.
+    pub sessions: Option<crate::session::SessionKey>,
 }
 
 /// Validated `istio:` section.
@@ -891,6 +910,7 @@ impl TryFrom<RawConfig> for Config {
             resources.push(resource);
         }
         let istio = validate_istio(raw.istio, grpc_addr, &resources)?;
+        let sessions = raw.sessions.as_ref().map(validate_sessions).transpose()?;
         Ok(Config {
             grpc_addr,
             workers,
@@ -905,7 +925,22 @@ impl TryFrom<RawConfig> for Config {
             issuers,
             envoy,
             istio,
+            sessions,
         })
+    }
+}
+
+fn validate_sessions(s: &RawSessions) -> Result<crate::session::SessionKey, ConfigError> {
+    use crate::session::SessionKey;
+    match (&s.key_file, &s.key_env) {
+        (Some(path), None) => {
+            SessionKey::from_file(path).map_err(|e| invalid("sessions.key_file", e))
+        }
+        (None, Some(var)) => SessionKey::from_env(var).map_err(|e| invalid("sessions.key_env", e)),
+        _ => Err(invalid(
+            "sessions",
+            "set exactly one of key_file and key_env",
+        )),
     }
 }
 

@@ -21,6 +21,7 @@ pub const AUTHZ_CLUSTER: &str = "mcp_authz";
 const EXT_AUTHZ_FILTER: &str = "envoy.filters.http.ext_authz";
 const CORS_FILTER: &str = "envoy.filters.http.cors";
 const ROUTER_FILTER: &str = "envoy.filters.http.router";
+const EXT_PROC_FILTER: &str = "envoy.filters.http.ext_proc";
 
 /// MCP Streamable HTTP keeps SSE streams open with long silences between events; Envoy's
 /// default `stream_idle_timeout` (5 min) would cut them. One hour still reaps dead streams.
@@ -214,10 +215,12 @@ pub fn envoy_bootstrap(config: &Config, opts: &EnvoyOptions) -> Result<String, R
 /// it (ExtAuthz.allowed_headers). `:method`, `:path` and `:authority` travel in the request
 /// attributes; Envoy adds `x-envoy-auth-partial-body` itself after this filtering; identity
 /// headers are set or removed by the allow response, so mcp-authz never needs to see them.
-const AUTHZ_REQUEST_HEADERS: [&str; 6] = [
+const AUTHZ_REQUEST_HEADERS: [&str; 7] = [
     "authorization",
     "mcp-method",
     "mcp-name",
+    // Session binding (`session.rs`): the bound id is checked and replaced.
+    "mcp-session-id",
     "origin",
     "access-control-request-method",
     "x-request-id",
@@ -278,16 +281,67 @@ fn http_filters(config: &Config) -> Value {
                 ]),
             ),
         ]),
-        obj([
-            ("name", ROUTER_FILTER.into()),
-            (
-                "typed_config",
-                obj([(
+    ]
+    .into_iter()
+    .chain(config.sessions.is_some().then(|| session_filter(config)))
+    .chain([obj([
+        ("name", ROUTER_FILTER.into()),
+        (
+            "typed_config",
+            obj([(
+                "@type",
+                "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router".into(),
+            )]),
+        ),
+    ])]))
+}
+
+/// `sessions:` configured: Envoy's ext_proc filter sends each response's headers to mcp-authz,
+/// which binds an `Mcp-Session-Id` the MCP server hands out to the principal ext_authz allowed
+/// (its dynamic metadata is forwarded). Response headers only: no body is ever streamed, and
+/// the request path needs nothing (ext_authz unwraps the id). Fail closed: mcp-authz
+/// unreachable means a 500, never an unbound session.
+fn session_filter(config: &Config) -> Value {
+    let mode = |m: &str| Value::from(m);
+    obj([
+        ("name", EXT_PROC_FILTER.into()),
+        (
+            "typed_config",
+            obj([
+                (
                     "@type",
-                    "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router".into(),
-                )]),
-            ),
-        ]),
+                    "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
+                        .into(),
+                ),
+                (
+                    "grpc_service",
+                    obj([
+                        ("envoy_grpc", obj([("cluster_name", AUTHZ_CLUSTER.into())])),
+                        ("timeout", duration(config.envoy.check_timeout).into()),
+                    ]),
+                ),
+                ("failure_mode_allow", false.into()),
+                ("message_timeout", duration(config.envoy.check_timeout).into()),
+                (
+                    "processing_mode",
+                    obj([
+                        ("request_header_mode", mode("SKIP")),
+                        ("response_header_mode", mode("SEND")),
+                        ("request_body_mode", mode("NONE")),
+                        ("response_body_mode", mode("NONE")),
+                        ("request_trailer_mode", mode("SKIP")),
+                        ("response_trailer_mode", mode("SKIP")),
+                    ]),
+                ),
+                (
+                    "metadata_options",
+                    obj([(
+                        "forwarding_namespaces",
+                        obj([("untyped", seq([EXT_AUTHZ_FILTER.into()]))]),
+                    )]),
+                ),
+            ]),
+        ),
     ])
 }
 
@@ -794,6 +848,7 @@ resources:
                 "authorization",
                 "mcp-method",
                 "mcp-name",
+                "mcp-session-id",
                 "origin",
                 "access-control-request-method",
                 "x-request-id"
@@ -811,6 +866,46 @@ resources:
         assert_eq!(
             (&ep["address"], &ep["port_value"]),
             (&"127.0.0.1".into(), &3000.into())
+        );
+    }
+
+    #[test]
+    fn session_binding_adds_a_response_headers_only_ext_proc_filter() {
+        let names = |c: &Config| -> Vec<String> {
+            hcm(&render(c, &EnvoyOptions::default()))["http_filters"]
+                .as_sequence()
+                .expect("filters")
+                .iter()
+                .map(|f| f["name"].as_str().expect("name").to_owned())
+                .collect()
+        };
+        let mut c = config(ONE);
+        assert!(!names(&c).iter().any(|n| n == EXT_PROC_FILTER));
+        c.sessions = Some(crate::session::SessionKey::from_bytes(&[1; 32]).expect("key"));
+        assert_eq!(
+            names(&c),
+            [
+                CORS_FILTER,
+                EXT_AUTHZ_FILTER,
+                EXT_PROC_FILTER,
+                ROUTER_FILTER
+            ]
+        );
+        let doc = render(&c, &EnvoyOptions::default());
+        let p = &hcm(&doc)["http_filters"][2]["typed_config"];
+        assert_eq!(
+            p["grpc_service"]["envoy_grpc"]["cluster_name"],
+            AUTHZ_CLUSTER
+        );
+        assert_eq!(p["failure_mode_allow"], false);
+        let mode = &p["processing_mode"];
+        assert_eq!(mode["request_header_mode"], "SKIP");
+        assert_eq!(mode["response_header_mode"], "SEND");
+        assert_eq!(mode["request_body_mode"], "NONE");
+        assert_eq!(mode["response_body_mode"], "NONE");
+        assert_eq!(
+            p["metadata_options"]["forwarding_namespaces"]["untyped"][0],
+            EXT_AUTHZ_FILTER
         );
     }
 

@@ -112,6 +112,11 @@ impl FromStr for IstioPart {
 
 /// The Istio configuration for `config`, as YAML.
 pub fn istio(config: &Config, part: IstioPart) -> Result<String, RenderError> {
+    // With `sessions:` mcp-authz only accepts bound session ids, and only ext_proc binds
+    // them: a mesh without it would refuse every session (404). Say so instead.
+    if config.sessions.is_some() {
+        return Err(RenderError::IstioSessions);
+    }
     Ok(match part {
         IstioPart::MeshConfig => mesh_config(config)?,
         IstioPart::Resources => resources(config)?,
@@ -599,6 +604,16 @@ resources:
             .as_sequence()
             .expect("list")
             .clone()
+    }
+
+    #[test]
+    fn session_binding_is_refused_in_the_mesh() {
+        // Only ext_proc binds sessions, and Istio's APIs cannot install it.
+        let mut c = config(ONE);
+        c.sessions = Some(crate::session::SessionKey::from_bytes(&[1; 32]).expect("key"));
+        for part in [IstioPart::All, IstioPart::MeshConfig, IstioPart::Resources] {
+            assert!(matches!(istio(&c, part), Err(RenderError::IstioSessions)));
+        }
     }
 
     #[test]
