@@ -14,6 +14,7 @@ import json
 import secrets
 import socket
 import subprocess
+import time
 
 import pytest
 
@@ -128,6 +129,19 @@ def open_stream(port: int, token: str, session: str, last_event_id: str | None =
     return conn, conn.getresponse()
 
 
+def stream_answer(port: int, token: str, session: str, last_event_id: str | None = None):
+    """Status and body of a GET /mcp that is expected to be refused. An accepted one is an
+    endless SSE stream (with keep-alive comments): its body is not read, so a regression
+    fails at once instead of hanging."""
+    conn, resp = open_stream(port, token, session, last_event_id)
+    try:
+        if resp.status == 200:
+            return resp.status, resp.read1(65536)
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
 # --- item 2: sessions bound to (resource, iss, sub, client) ---------------------------------
 
 def test_the_client_holds_a_bound_id_and_the_server_gets_its_own(sstack, senvoy, clean):
@@ -148,10 +162,10 @@ def test_another_principal_cannot_open_the_sessions_get_stream(sstack, senvoy, c
     t = tokens(sstack)
     session = open_session(senvoy, t["alice"])
     sstack.clear_seen()
-    r = senvoy.request("GET", "/mcp", {"accept": "text/event-stream",
-                                       "mcp-protocol-version": PROTOCOL,
-                                       "mcp-session-id": session}, token=t[who])
-    assert_unknown_session(r, sstack)
+    status, body = stream_answer(sstack.ports.envoy, t[who], session)
+    assert status == 404, (status, body)
+    assert json.loads(body) == NOT_FOUND
+    assert sstack.seen() == []
     # The owner's stream opens.
     conn, resp = open_stream(sstack.ports.envoy, t["alice"], session)
     try:
@@ -173,13 +187,9 @@ def test_another_principal_cannot_replay_the_sessions_events(sstack, senvoy, cle
     priming = events[0]["id"]
     assert events[-1]["data"]["result"]["content"][0]["text"] == "hello from mcp-authz", events
     sstack.clear_seen()
-    conn, resp = open_stream(sstack.ports.envoy, t["bob"], session, last_event_id=priming)
-    try:
-        body = resp.read()
-        assert resp.status == 404, (resp.status, body)
-        assert json.loads(body) == NOT_FOUND
-    finally:
-        conn.close()
+    status, body = stream_answer(sstack.ports.envoy, t["bob"], session, last_event_id=priming)
+    assert status == 404, (status, body)
+    assert json.loads(body) == NOT_FOUND
     assert sstack.seen() == []
     # The replay is real: alice herself gets her result again.
     conn, resp = open_stream(sstack.ports.envoy, t["alice"], session, last_event_id=priming)
@@ -251,16 +261,20 @@ def test_an_open_stream_ends_at_max_stream_seconds(sstack, senvoy, clean):
     session = open_session(senvoy, t["alice"])
     conn, resp = open_stream(sstack.ports.envoy, t["alice"], session)
     conn.sock.settimeout(10 * MAX_STREAM_SECONDS)
+    # The server sends keep-alive comments, so a stream that never ends keeps delivering.
+    give_up = time.monotonic() + 10 * MAX_STREAM_SECONDS
+    ended = False
     try:
         assert resp.status == 200, resp.status
         try:
-            while resp.read1(65536):
-                pass
-            ended = True
+            while time.monotonic() < give_up:
+                if not resp.read1(65536):
+                    ended = True
+                    break
         except http.client.IncompleteRead:
             ended = True  # reset mid-chunk: the stream ended too
         except (socket.timeout, TimeoutError):
-            ended = False
+            pass
     finally:
         conn.close()
     assert ended, "the SSE stream was still open after 10x envoy.max_stream_seconds"
