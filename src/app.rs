@@ -19,6 +19,7 @@ use crate::authz::{AuthorizationServer, AuthzService, DenyUndecodable};
 use crate::cache::TokenCache;
 use crate::check::Authorizer;
 use crate::config::{Config, ConfigError};
+use crate::extproc::{ExternalProcessorServer, SessionProcessor};
 use crate::jwks::JwksManager;
 use crate::metrics::Metrics;
 
@@ -172,16 +173,23 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         authorizer: authorizer.clone(),
         metrics: metrics.clone(),
     };
+    // Session binding on the response path (`extproc.rs`); Envoy calls it only when the
+    // render installs the ext_proc filter (`sessions:` configured).
+    let processor = SessionProcessor {
+        authorizer: authorizer.clone(),
+    };
     let (acceptor, workers) = start_workers(
         grpc,
         config_workers,
         &stop_rx,
-        Routes::new(health_service).add_service(DenyUndecodable::new(
-            AuthorizationServer::new(service)
-                .max_decoding_message_size(crate::authz::MAX_CHECK_MESSAGE_BYTES),
-            authorizer.clone(),
-            metrics.clone(),
-        )),
+        Routes::new(health_service)
+            .add_service(DenyUndecodable::new(
+                AuthorizationServer::new(service)
+                    .max_decoding_message_size(crate::authz::MAX_CHECK_MESSAGE_BYTES),
+                authorizer.clone(),
+                metrics.clone(),
+            ))
+            .add_service(ExternalProcessorServer::new(processor)),
     )?;
     let admin_task = tokio::spawn({
         let rx = stop_rx.clone();

@@ -25,8 +25,16 @@ use crate::pb::envoy::service::auth::v3::{
 };
 use crate::pb::envoy::r#type::v3::HttpStatus;
 use crate::pb::google::rpc;
+use crate::session;
 
 pub use crate::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
+
+/// MCP Streamable HTTP session header (lower case, as Envoy sends it).
+pub const SESSION_HEADER: &str = "mcp-session-id";
+/// ext_authz dynamic-metadata field carrying the session binding of an allowed request.
+pub const SESSION_BINDING_KEY: &str = "mcp_authz_session";
+/// The dynamic-metadata namespace Envoy files ext_authz's metadata under.
+pub const EXT_AUTHZ_NAMESPACE: &str = "envoy.filters.http.ext_authz";
 
 /// The tonic service.
 pub struct AuthzService {
@@ -221,10 +229,19 @@ impl AuthzService {
         match decision {
             Decision::Allow(a) => {
                 let config = self.authorizer.config.load();
-                let (set, remove) = upstream_headers(&config.identity, a.principal.as_ref());
+                let (mut set, mut remove) =
+                    upstream_headers(&config.identity, a.principal.as_ref());
+                match &a.session_id {
+                    // The MCP server gets back the id it issued (set replaces the client's).
+                    Some(id) => set.push((SESSION_HEADER.to_owned(), id.clone())),
+                    // With binding on, no id reaches the server unverified, even if this Check
+                    // did not see the header (a proxy not sending it to us).
+                    None if config.sessions.is_some() => remove.push(SESSION_HEADER.to_owned()),
+                    None => {}
+                }
                 // Envoy copies every field into the stream's metadata: leave it out when
                 // nothing reads it (identity.dynamic_metadata: false).
-                let metadata = config.identity.dynamic_metadata.then(|| {
+                let mut metadata = config.identity.dynamic_metadata.then(|| {
                     let mut meta = base_metadata();
                     meta.insert("route".into(), string_value(&a.route));
                     if let Some(p) = &a.principal {
@@ -238,6 +255,16 @@ impl AuthzService {
                     }
                     Struct { fields: meta }
                 });
+                // The ext_proc filter binds a session the MCP server opens on this response to
+                // this principal (`extproc.rs`); Envoy forwards ext_authz's metadata to it.
+                if config.sessions.is_some()
+                    && let Some(p) = &a.principal
+                {
+                    metadata.get_or_insert_with(Struct::default).fields.insert(
+                        SESSION_BINDING_KEY.to_owned(),
+                        string_value(&session::binding(&a.resource, p)),
+                    );
+                }
                 CheckResponse {
                     status: Some(rpc::Status {
                         code: tonic::Code::Ok as i32,

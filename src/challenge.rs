@@ -32,6 +32,10 @@ pub enum DenyReason {
     /// A body the decision needs arrives with a non-identity `Content-Encoding`: the server's
     /// HTTP stack would decompress what mcp-authz reads as bytes (RFC 9110 §8.4, §15.5.16).
     UnsupportedEncoding,
+    /// `Mcp-Session-Id` is not a session this principal opened (another user's, a bare or
+    /// forged id). 404: MCP Streamable HTTP "Session Management" — the client starts a new
+    /// session; to this principal the session does not exist.
+    UnknownSession,
     /// Something failed inside mcp-authz. Never an allow.
     Internal,
     /// The CheckRequest itself could not be decoded (a header value that is not UTF-8, a
@@ -233,6 +237,13 @@ impl DenyReason {
                 false,
                 "unsupported_encoding",
             ),
+            DenyReason::UnknownSession => s(
+                404,
+                None,
+                "Session not found. Start a new session with an initialize request",
+                false,
+                "session_unknown",
+            ),
             DenyReason::Internal => s(500, None, "Authorization failed", false, "internal"),
             DenyReason::Undecodable => s(
                 400,
@@ -300,6 +311,7 @@ pub fn render(
 fn json_error(status: u16) -> &'static str {
     match status {
         400 => "bad_request",
+        404 => "not_found",
         413 => "payload_too_large",
         415 => "unsupported_media_type",
         401 => "unauthorized",

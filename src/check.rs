@@ -8,12 +8,16 @@ use arc_swap::ArcSwap;
 
 use crate::cache::TokenCache;
 use crate::challenge::{ChallengeTarget, DenyReason};
-use crate::config::{Config, IdentityHeaders, Resource, StepUpStrategy, expand_scopes};
+use crate::config::{
+    Config, IdentityHeaders, PREFLIGHT_CONTEXT_KEY, PREFLIGHTS_BY_PROXY, Resource, StepUpStrategy,
+    expand_scopes,
+};
 use crate::explain::Trace;
 use crate::jwks::JwksManager;
 use crate::mcp::{self, BodyError, Call};
 use crate::policy::{self, Requirement};
 use crate::scope::Scopes;
+use crate::session;
 use crate::token::{self, Principal};
 
 /// One request as Envoy described it (protobuf stays in `authz`).
@@ -52,6 +56,9 @@ pub struct Allowed {
     pub principal: Option<Principal>,
     /// `Some("ok")` when a JSON-RPC body was inspected.
     pub inspection: Option<&'static str>,
+    /// The MCP server's own session id, unwrapped from the client's bound `Mcp-Session-Id`
+    /// (`sessions:` configured); the upstream gets it in place of the client's value.
+    pub session_id: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -151,11 +158,10 @@ impl Authorizer {
                 route: route.to_owned(),
                 principal: None,
                 inspection: None,
+                session_id: None,
             })
         };
-        let preflight = method == "OPTIONS"
-            && input.header("origin").is_some()
-            && input.header("access-control-request-method").is_some();
+        let preflight = method == "OPTIONS" && is_cors_preflight(input);
         if policy::is_always_public(resource, &method, &path, preflight) {
             trace.ok("route", || {
                 "PRM well-known path or CORS preflight: public".into()
@@ -309,11 +315,36 @@ impl Authorizer {
                 inspection,
             );
         }
+        // MCP authorization "Session Hijacking": a session is usable only by the principal
+        // that opened it (`session.rs`). Checked once the request is otherwise allowed, so a
+        // 401/403 challenge still comes first and a 404 means only "not your session".
+        let session_id = match (&config.sessions, input.header("mcp-session-id")) {
+            (Some(key), Some(wrapped)) => {
+                let bound = session::binding(&resource.id, &principal);
+                match key.unwrap(&bound, wrapped) {
+                    Some(id) => {
+                        trace.ok("session", || "bound to this principal".into());
+                        Some(id.to_owned())
+                    }
+                    None => {
+                        trace.fail("session", &"not a session this principal opened");
+                        return denied(
+                            DenyReason::UnknownSession,
+                            None,
+                            Some(principal),
+                            inspection,
+                        );
+                    }
+                }
+            }
+            _ => None,
+        };
         Decision::Allow(Allowed {
             resource: resource.id.clone(),
             route: route.to_owned(),
             principal: Some(principal),
             inspection,
+            session_id,
         })
     }
 }
@@ -328,6 +359,31 @@ fn identity_encoding(value: Option<&str>) -> bool {
             .map(str::trim)
             .all(|c| c.is_empty() || c.eq_ignore_ascii_case("identity"))
     })
+}
+
+/// Whether this `OPTIONS` is a CORS preflight, which never carries credentials and so must
+/// pass without a token. Fetch standard §4.8 "CORS-preflight fetch": a preflight has a
+/// non-empty `Origin` and `Access-Control-Request-Method` and no body; anything else is an
+/// ordinary `OPTIONS` request and needs what any request on its route needs. Behind the
+/// rendered Envoy (context extension [`PREFLIGHT_CONTEXT_KEY`]) Envoy's CORS filter has already
+/// answered every preflight, so nothing that reaches us is one. Under Istio the pod's sidecar
+/// sends every `OPTIONS` here; Envoy forwards all headers then, so a declared body
+/// (`content-length` other than 0, or `transfer-encoding`) is seen; an HTTP/2 body without
+/// `content-length` is only seen when the body is sent to us (the `-body` provider).
+fn is_cors_preflight(input: &CheckInput) -> bool {
+    let non_empty = |name| input.header(name).is_some_and(|v| !v.trim().is_empty());
+    input
+        .context_extensions
+        .get(PREFLIGHT_CONTEXT_KEY)
+        .map(String::as_str)
+        != Some(PREFLIGHTS_BY_PROXY)
+        && non_empty("origin")
+        && non_empty("access-control-request-method")
+        && input.body.is_empty()
+        && input
+            .header("content-length")
+            .is_none_or(|v| v.trim() == "0")
+        && input.header("transfer-encoding").is_none()
 }
 
 /// Parse the body Envoy forwarded and check it against the `Mcp-Method`/`Mcp-Name` headers.
@@ -625,6 +681,51 @@ mod tests {
         for (auth, path, want) in cases {
             assert_eq!(bearer_token(&input(*auth, path)), *want, "{auth:?} {path}");
         }
+    }
+
+    #[test]
+    fn preflight_is_the_fetch_definition() {
+        let preflight = |headers: &[(&str, &str)], body: &[u8], ext: &[(&str, &str)]| {
+            is_cors_preflight(&CheckInput {
+                method: "OPTIONS".into(),
+                headers: headers
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+                context_extensions: ext
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+                body: body.to_vec(),
+                ..CheckInput::default()
+            })
+        };
+        let o = ("origin", "https://app.example");
+        let m = ("access-control-request-method", "POST");
+        assert!(preflight(&[o, m], b"", &[]));
+        assert!(preflight(&[o, m, ("content-length", "0")], b"", &[]));
+        // Present is not enough: both non-empty (the issue-17 look-alike had `Origin: `).
+        assert!(!preflight(&[("origin", ""), m], b"", &[]));
+        assert!(!preflight(&[("origin", " "), m], b"", &[]));
+        assert!(!preflight(
+            &[o, ("access-control-request-method", "")],
+            b"",
+            &[]
+        ));
+        assert!(!preflight(&[o], b"", &[]));
+        assert!(!preflight(&[m], b"", &[]));
+        // A preflight has no body, buffered or declared.
+        assert!(!preflight(&[o, m], b"{}", &[]));
+        assert!(!preflight(&[o, m, ("content-length", "2")], b"", &[]));
+        assert!(!preflight(
+            &[o, m, ("transfer-encoding", "chunked")],
+            b"",
+            &[]
+        ));
+        // Behind the rendered Envoy its CORS filter answered every real preflight.
+        let by_proxy = (PREFLIGHT_CONTEXT_KEY, PREFLIGHTS_BY_PROXY);
+        assert!(!preflight(&[o, m], b"", &[by_proxy]));
+        assert!(preflight(&[o, m], b"", &[(PREFLIGHT_CONTEXT_KEY, "other")]));
     }
 
     #[test]

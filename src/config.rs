@@ -13,6 +13,11 @@ use crate::scope::{ScopeSet, Scopes};
 
 /// Context-extension key Envoy sets on a route to name the resource it protects.
 pub const RESOURCE_CONTEXT_KEY: &str = "mcp_authz_resource";
+/// Context-extension key the Envoy render sets (to [`PREFLIGHTS_BY_PROXY`]) on routes whose
+/// CORS filter answers every CORS preflight before ext_authz runs.
+pub const PREFLIGHT_CONTEXT_KEY: &str = "mcp_authz_preflight";
+/// [`PREFLIGHT_CONTEXT_KEY`]'s value: no request mcp-authz sees is a preflight to let through.
+pub const PREFLIGHTS_BY_PROXY: &str = "answered_by_proxy";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -54,6 +59,9 @@ pub struct RawConfig {
     /// Request limits.
     #[serde(default)]
     pub limits: RawLimits,
+    /// Bind MCP sessions to the principal that opened them (absent: not bound by mcp-authz).
+    #[serde(default)]
+    pub sessions: Option<RawSessions>,
     /// How `mcp-authz render envoy` builds the Envoy bootstrap.
     #[serde(default)]
     pub envoy: RawEnvoy,
@@ -80,9 +88,17 @@ pub struct RawEnvoy {
     /// ext_authz call timeout in milliseconds (default 500).
     #[serde(default = "d500")]
     pub check_timeout_ms: u64,
-    /// Largest request body buffered for ext_authz (default 65536).
-    #[serde(default = "d65536")]
-    pub max_request_bytes: u32,
+    /// Largest request body Envoy buffers for ext_authz; at least `limits.max_body_bytes`
+    /// (default: `limits.max_body_bytes`). The render asks Envoy for one byte more, so a body
+    /// cut exactly at the limit is judged too large, never complete.
+    #[serde(default)]
+    pub max_request_bytes: Option<u32>,
+    /// Longest life of one HTTP stream in seconds, SSE streams included (default 3600, at most
+    /// 86400). Authorization is decided when a stream opens; capping its life at about an
+    /// access token's lifetime makes a client reconnect, and so present a current token to the
+    /// current policy, at least this often.
+    #[serde(default = "d3600")]
+    pub max_stream_seconds: u64,
     /// What Envoy does with `%2F`/`%5C` in paths: `reject` (default) or `unescape_and_redirect`.
     #[serde(default)]
     pub escaped_slashes: EscapedSlashes,
@@ -113,9 +129,6 @@ fn default_envoy_admin() -> String {
 }
 fn d500() -> u64 {
     500
-}
-fn d65536() -> u32 {
-    65536
 }
 fn default_origins() -> Vec<String> {
     vec!["*".into()]
@@ -319,6 +332,20 @@ fn h_iss() -> Option<String> {
 }
 fn dtrue() -> bool {
     true
+}
+
+/// `sessions:` — the HMAC key that binds `Mcp-Session-Id` to (resource, iss, sub, client).
+/// Exactly one source; the key itself never appears in the configuration.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSessions {
+    /// File holding the key: at least 32 bytes, surrounding whitespace ignored (e.g. a
+    /// Kubernetes Secret mounted read-only). Every replica must have the same key.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Environment variable holding the key instead.
+    #[serde(default)]
+    pub key_env: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -528,6 +555,8 @@ pub struct Config {
     pub issuers: Vec<IssuerKeysConfig>,
     pub envoy: EnvoySettings,
     pub istio: IstioSettings,
+    /// The session-binding key (`sessions:`), loaded when the configuration is.
+    pub sessions: Option<crate::session::SessionKey>,
 }
 
 /// Validated `istio:` section.
@@ -561,7 +590,11 @@ pub struct EnvoySettings {
     /// `(host, port)` of mcp-authz as Envoy reaches it.
     pub authz_address: (String, u16),
     pub check_timeout: Duration,
+    /// What Envoy is told to buffer (`with_request_body.max_request_bytes`): one byte more
+    /// than `envoy.max_request_bytes` (itself at least `limits.max_body_bytes`).
     pub max_request_bytes: u32,
+    /// `envoy.max_stream_seconds`.
+    pub max_stream: Duration,
     pub escaped_slashes: EscapedSlashes,
     pub cors_allow_origins: Vec<String>,
 }
@@ -859,7 +892,7 @@ impl TryFrom<RawConfig> for Config {
         if raw.resources.is_empty() {
             return Err(invalid("resources", "at least one resource is required"));
         }
-        let envoy = validate_envoy(&raw.envoy, grpc_addr)?;
+        let envoy = validate_envoy(&raw.envoy, grpc_addr, raw.limits.max_body_bytes)?;
         let mut resources = Vec::with_capacity(raw.resources.len());
         let mut issuers: Vec<IssuerKeysConfig> = Vec::new();
         for (i, r) in raw.resources.into_iter().enumerate() {
@@ -880,6 +913,7 @@ impl TryFrom<RawConfig> for Config {
             resources.push(resource);
         }
         let istio = validate_istio(raw.istio, grpc_addr, &resources)?;
+        let sessions = raw.sessions.as_ref().map(validate_sessions).transpose()?;
         Ok(Config {
             grpc_addr,
             workers,
@@ -894,7 +928,22 @@ impl TryFrom<RawConfig> for Config {
             issuers,
             envoy,
             istio,
+            sessions,
         })
+    }
+}
+
+fn validate_sessions(s: &RawSessions) -> Result<crate::session::SessionKey, ConfigError> {
+    use crate::session::SessionKey;
+    match (&s.key_file, &s.key_env) {
+        (Some(path), None) => {
+            SessionKey::from_file(path).map_err(|e| invalid("sessions.key_file", e))
+        }
+        (None, Some(var)) => SessionKey::from_env(var).map_err(|e| invalid("sessions.key_env", e)),
+        _ => Err(invalid(
+            "sessions",
+            "set exactly one of key_file and key_env",
+        )),
     }
 }
 
@@ -910,7 +959,11 @@ fn parse_host_port(at: &str, s: &str) -> Result<(String, u16), ConfigError> {
     Ok((host.to_owned(), port))
 }
 
-fn validate_envoy(e: &RawEnvoy, grpc: SocketAddr) -> Result<EnvoySettings, ConfigError> {
+fn validate_envoy(
+    e: &RawEnvoy,
+    grpc: SocketAddr,
+    max_body_bytes: usize,
+) -> Result<EnvoySettings, ConfigError> {
     let admin = parse_addr("envoy.admin", &e.admin)?;
     if !admin.ip().is_loopback() {
         return Err(invalid(
@@ -929,13 +982,30 @@ fn validate_envoy(e: &RawEnvoy, grpc: SocketAddr) -> Result<EnvoySettings, Confi
             "must be between 1 and 10000",
         ));
     }
-    if e.max_request_bytes < 1024 {
-        return Err(invalid("envoy.max_request_bytes", "must be at least 1024"));
-    }
-    if e.max_request_bytes as usize > MAX_ENVOY_REQUEST_BYTES {
+    let limit = u32::try_from(max_body_bytes)
+        .ok()
+        .filter(|l| *l < u32::MAX)
+        .ok_or_else(|| invalid("limits.max_body_bytes", "must be below 4294967295"))?;
+    let buffered = e.max_request_bytes.unwrap_or(limit);
+    if buffered < limit {
         return Err(invalid(
             "envoy.max_request_bytes",
-            "must be at most 3145728 (3 MiB): the body travels inside a CheckRequest of at most 4 MiB, with headers",
+            format!(
+                "must be at least limits.max_body_bytes ({max_body_bytes}): Envoy would cut bodies mcp-authz accepts"
+            ),
+        ));
+    }
+    if !(1..=86_400).contains(&e.max_stream_seconds) {
+        return Err(invalid(
+            "envoy.max_stream_seconds",
+            "must be between 1 and 86400",
+        ));
+    }
+    // Envoy buffers one byte more than `buffered` (see below); that body must still fit.
+    if buffered as usize + 1 > MAX_ENVOY_REQUEST_BYTES {
+        return Err(invalid(
+            "envoy.max_request_bytes",
+            "must be below 3145728 (3 MiB; Envoy buffers one byte more): the body travels inside a CheckRequest of at most 4 MiB, with headers",
         ));
     }
     if e.cors_allow_origins.is_empty() {
@@ -949,7 +1019,12 @@ fn validate_envoy(e: &RawEnvoy, grpc: SocketAddr) -> Result<EnvoySettings, Confi
         admin,
         authz_address,
         check_timeout: Duration::from_millis(e.check_timeout_ms),
-        max_request_bytes: e.max_request_bytes,
+        // Envoy reports a body cut at exactly `max_request_bytes` as complete
+        // (`x-envoy-auth-partial-body: false`) when more follows; one byte over the limit
+        // mcp-authz enforces makes every cut body longer than that limit, so it is refused
+        // (413) instead of judged on a complete-looking prefix.
+        max_request_bytes: buffered.saturating_add(1),
+        max_stream: Duration::from_secs(e.max_stream_seconds),
         escaped_slashes: e.escaped_slashes,
         cors_allow_origins: e.cors_allow_origins.clone(),
     })
@@ -1914,6 +1989,14 @@ resources:
                 "resources[0].routes[0].scopes[0]",
             ),
             ("listen: {grpc: nope}\nresources: []\n", "listen.grpc"),
+            (
+                "envoy: {max_request_bytes: 4096}\nlimits: {max_body_bytes: 8192}\nresources:\n  - id: a\n    uri: https://x/mcp\n    issuers: [{issuer: https://i}]\n",
+                "envoy.max_request_bytes",
+            ),
+            (
+                "envoy: {max_stream_seconds: 0}\nresources:\n  - id: a\n    uri: https://x/mcp\n    issuers: [{issuer: https://i}]\n",
+                "envoy.max_stream_seconds",
+            ),
             ("listen: {workers: 0}\nresources: []\n", "listen.workers"),
             (
                 "listen: {workers: 100000}\nresources: []\n",

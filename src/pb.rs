@@ -23,6 +23,14 @@ pub mod envoy {
                 tonic::include_proto!("envoy.service.auth.v3");
             }
         }
+        /// `envoy.service.ext_proc.*` packages.
+        pub mod ext_proc {
+            /// `envoy.service.ext_proc.v3`: the `ExternalProcessor` service (session binding
+            /// on the response path).
+            pub mod v3 {
+                tonic::include_proto!("envoy.service.ext_proc.v3");
+            }
+        }
     }
 
     /// `envoy.config.*` packages.

@@ -177,3 +177,17 @@ resources:
     };
     assert_envoy_accepts("demo", &config, &opts);
 }
+
+#[test]
+fn envoy_accepts_the_session_binding_filter() {
+    // `sessions:` adds the ext_proc filter (response headers only, ext_authz metadata
+    // forwarded): Envoy 1.40 must accept it without a warning.
+    let key = Path::new(env!("CARGO_TARGET_TMPDIR")).join("render-session.key");
+    std::fs::write(&key, "0123456789abcdef0123456789abcdef0123456789\n").expect("key file");
+    let config = Config::from_yaml(&format!(
+        "sessions: {{key_file: {}}}\nresources:\n  - id: files\n    uri: https://mcp.example.com/mcp\n    upstream: 127.0.0.1:3000\n    issuers: [{{issuer: https://iam.example.com}}]\n",
+        key.display()
+    ))
+    .expect("sessions config is valid");
+    assert_envoy_accepts("sessions", &config, &EnvoyOptions::default());
+}

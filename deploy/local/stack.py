@@ -241,7 +241,11 @@ class Stack:
 
     def __init__(self, ports: Ports | None = None, workdir: Path | None = None,
                  mcp_authz_bin: Path | None = None, envoy_bin: Path | None = None,
-                 log=None):
+                 log=None, mcp_args: tuple[str, ...] = (), envoy_yaml: str = "",
+                 extra_yaml: str = ""):
+        """`mcp_args`: extra mcp-server.mjs arguments (e.g. `--stateful`); `envoy_yaml`: lines
+        added to the config's `envoy:` section; `extra_yaml`: top-level sections appended
+        (`{workdir}` is replaced by the stack's work directory)."""
         self.mcp_authz_bin = mcp_authz_bin or find_mcp_authz()
         self.envoy_bin = envoy_bin or find_envoy()
         self.node = find_node()
@@ -259,6 +263,9 @@ class Stack:
         self.envoy_config_path = self.workdir / "envoy.yaml"
         self.jwks_path = self.workdir / "test-issuer-jwks.json"
         self.files_root = self.workdir / "files"
+        self.mcp_args = tuple(mcp_args)
+        self.envoy_yaml = envoy_yaml
+        self.extra_yaml = extra_yaml
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -301,7 +308,8 @@ class Stack:
 
         self.log("starting the MCP server (mcp-server.mjs)")
         mcp = self._spawn("mcp", [self.node, str(E2E_DIR / "mcp-server.mjs"),
-                                  "--port", str(self.ports.mcp), "--root", str(self.files_root)],
+                                  "--port", str(self.ports.mcp), "--root", str(self.files_root),
+                                  *self.mcp_args],
                           cwd=E2E_DIR)
         self.ports.mcp = self._wait(mcp, "ready line", mcp.ready_line)["port"]
 
@@ -409,7 +417,7 @@ envoy:
   admin: 127.0.0.1:{p.envoy_admin}
   authz_address: 127.0.0.1:{p.authz_grpc}
   cors_allow_origins: ["*"]
-resources:
+{self.envoy_yaml}resources:
   - id: {RESOURCE_ID}
     uri: {q(self.mcp_uri)}
     realm: {q(REALM)}
@@ -438,7 +446,7 @@ resources:
             delete_file: [files:write]
           resources:
             "file:///": [files:read]
-"""
+""" + self.extra_yaml.replace("{workdir}", str(self.workdir))
 
     def render_prm(self) -> bytes:
         """`mcp-authz render prm` for this stack's config: the bytes Envoy must serve."""

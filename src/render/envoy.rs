@@ -11,7 +11,8 @@ use super::{
     obj, prm_json, seq,
 };
 use crate::config::{
-    Config, EscapedSlashes, PathMatch, RESOURCE_CONTEXT_KEY, Resource, segment_prefix,
+    Config, EscapedSlashes, PREFLIGHT_CONTEXT_KEY, PREFLIGHTS_BY_PROXY, PathMatch,
+    RESOURCE_CONTEXT_KEY, Resource, segment_prefix,
 };
 
 /// Envoy cluster that reaches mcp-authz's gRPC `Authorization` service.
@@ -20,6 +21,7 @@ pub const AUTHZ_CLUSTER: &str = "mcp_authz";
 const EXT_AUTHZ_FILTER: &str = "envoy.filters.http.ext_authz";
 const CORS_FILTER: &str = "envoy.filters.http.cors";
 const ROUTER_FILTER: &str = "envoy.filters.http.router";
+const EXT_PROC_FILTER: &str = "envoy.filters.http.ext_proc";
 
 /// MCP Streamable HTTP keeps SSE streams open with long silences between events; Envoy's
 /// default `stream_idle_timeout` (5 min) would cut them. One hour still reaps dead streams.
@@ -124,9 +126,16 @@ pub fn envoy_bootstrap(config: &Config, opts: &EnvoyOptions) -> Result<String, R
         ("request_headers_timeout", REQUEST_HEADERS_TIMEOUT.into()),
         (
             "common_http_protocol_options",
-            // `x_mcp_authz_subject` must not smuggle past our `x-mcp-authz-subject` (HCM
-            // docs, headers_with_underscores_action; CVE-class header confusion upstream).
-            obj([("headers_with_underscores_action", "REJECT_REQUEST".into())]),
+            obj([
+                // `x_mcp_authz_subject` must not smuggle past our `x-mcp-authz-subject` (HCM
+                // docs, headers_with_underscores_action; CVE-class header confusion upstream).
+                ("headers_with_underscores_action", "REJECT_REQUEST".into()),
+                // ext_authz decides when a stream opens; an SSE stream kept alive by one
+                // event an hour would otherwise outlive the token and any policy reload.
+                // Envoy resets the stream at this age; MCP clients reconnect (GET with
+                // `Last-Event-ID`, Streamable HTTP "Resumability"), which is checked anew.
+                ("max_stream_duration", duration(e.max_stream).into()),
+            ]),
         ),
         (
             "route_config",
@@ -206,13 +215,15 @@ pub fn envoy_bootstrap(config: &Config, opts: &EnvoyOptions) -> Result<String, R
 /// it (ExtAuthz.allowed_headers). `:method`, `:path` and `:authority` travel in the request
 /// attributes; Envoy adds `x-envoy-auth-partial-body` itself after this filtering; identity
 /// headers are set or removed by the allow response, so mcp-authz never needs to see them.
-const AUTHZ_REQUEST_HEADERS: [&str; 7] = [
+const AUTHZ_REQUEST_HEADERS: [&str; 8] = [
     "authorization",
     // A content-encoded body is refused where the body is inspected (415): the MCP server's
     // HTTP stack would decompress what mcp-authz can only read as bytes.
     "content-encoding",
     "mcp-method",
     "mcp-name",
+    // Session binding (`session.rs`): the bound id is checked and replaced.
+    "mcp-session-id",
     "origin",
     "access-control-request-method",
     "x-request-id",
@@ -273,16 +284,67 @@ fn http_filters(config: &Config) -> Value {
                 ]),
             ),
         ]),
-        obj([
-            ("name", ROUTER_FILTER.into()),
-            (
-                "typed_config",
-                obj([(
+    ]
+    .into_iter()
+    .chain(config.sessions.is_some().then(|| session_filter(config)))
+    .chain([obj([
+        ("name", ROUTER_FILTER.into()),
+        (
+            "typed_config",
+            obj([(
+                "@type",
+                "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router".into(),
+            )]),
+        ),
+    ])]))
+}
+
+/// `sessions:` configured: Envoy's ext_proc filter sends each response's headers to mcp-authz,
+/// which binds an `Mcp-Session-Id` the MCP server hands out to the principal ext_authz allowed
+/// (its dynamic metadata is forwarded). Response headers only: no body is ever streamed, and
+/// the request path needs nothing (ext_authz unwraps the id). Fail closed: mcp-authz
+/// unreachable means a 500, never an unbound session.
+fn session_filter(config: &Config) -> Value {
+    let mode = |m: &str| Value::from(m);
+    obj([
+        ("name", EXT_PROC_FILTER.into()),
+        (
+            "typed_config",
+            obj([
+                (
                     "@type",
-                    "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router".into(),
-                )]),
-            ),
-        ]),
+                    "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
+                        .into(),
+                ),
+                (
+                    "grpc_service",
+                    obj([
+                        ("envoy_grpc", obj([("cluster_name", AUTHZ_CLUSTER.into())])),
+                        ("timeout", duration(config.envoy.check_timeout).into()),
+                    ]),
+                ),
+                ("failure_mode_allow", false.into()),
+                ("message_timeout", duration(config.envoy.check_timeout).into()),
+                (
+                    "processing_mode",
+                    obj([
+                        ("request_header_mode", mode("SKIP")),
+                        ("response_header_mode", mode("SEND")),
+                        ("request_body_mode", mode("NONE")),
+                        ("response_body_mode", mode("NONE")),
+                        ("request_trailer_mode", mode("SKIP")),
+                        ("response_trailer_mode", mode("SKIP")),
+                    ]),
+                ),
+                (
+                    "metadata_options",
+                    obj([(
+                        "forwarding_namespaces",
+                        obj([("untyped", seq([EXT_AUTHZ_FILTER.into()]))]),
+                    )]),
+                ),
+            ]),
+        ),
     ])
 }
 
@@ -509,7 +571,12 @@ const EXT_AUTHZ_PER_ROUTE: &str =
 fn upstream_route(name: String, matcher: Value, r: &Resource, max_request_bytes: u32) -> Value {
     let mut check_settings = vec![(
         "context_extensions",
-        obj([(RESOURCE_CONTEXT_KEY, r.id.as_str().into())]),
+        obj([
+            (RESOURCE_CONTEXT_KEY, r.id.as_str().into()),
+            // The CORS filter runs first and answers every preflight (`cors_policy`), so an
+            // `OPTIONS` reaching mcp-authz here is an ordinary request (Fetch §4.8).
+            (PREFLIGHT_CONTEXT_KEY, PREFLIGHTS_BY_PROXY.into()),
+        ]),
     )];
     // The JSON-RPC body (method, tool name) is part of the decision only where the policy has
     // MCP rules; elsewhere Envoy neither buffers it nor copies it into the Check. Raw bytes so
@@ -836,6 +903,10 @@ resources:
             h["common_http_protocol_options"]["headers_with_underscores_action"],
             "REJECT_REQUEST"
         );
+        assert_eq!(
+            h["common_http_protocol_options"]["max_stream_duration"],
+            "3600s"
+        );
 
         let filters = h["http_filters"].as_sequence().expect("filters");
         let names: Vec<_> = filters.iter().map(|f| f["name"].as_str()).collect();
@@ -870,6 +941,7 @@ resources:
                 "content-encoding",
                 "mcp-method",
                 "mcp-name",
+                "mcp-session-id",
                 "origin",
                 "access-control-request-method",
                 "x-request-id"
@@ -891,6 +963,46 @@ resources:
     }
 
     #[test]
+    fn session_binding_adds_a_response_headers_only_ext_proc_filter() {
+        let names = |c: &Config| -> Vec<String> {
+            hcm(&render(c, &EnvoyOptions::default()))["http_filters"]
+                .as_sequence()
+                .expect("filters")
+                .iter()
+                .map(|f| f["name"].as_str().expect("name").to_owned())
+                .collect()
+        };
+        let mut c = config(ONE);
+        assert!(!names(&c).iter().any(|n| n == EXT_PROC_FILTER));
+        c.sessions = Some(crate::session::SessionKey::from_bytes(&[1; 32]).expect("key"));
+        assert_eq!(
+            names(&c),
+            [
+                CORS_FILTER,
+                EXT_AUTHZ_FILTER,
+                EXT_PROC_FILTER,
+                ROUTER_FILTER
+            ]
+        );
+        let doc = render(&c, &EnvoyOptions::default());
+        let p = &hcm(&doc)["http_filters"][2]["typed_config"];
+        assert_eq!(
+            p["grpc_service"]["envoy_grpc"]["cluster_name"],
+            AUTHZ_CLUSTER
+        );
+        assert_eq!(p["failure_mode_allow"], false);
+        let mode = &p["processing_mode"];
+        assert_eq!(mode["request_header_mode"], "SKIP");
+        assert_eq!(mode["response_header_mode"], "SEND");
+        assert_eq!(mode["request_body_mode"], "NONE");
+        assert_eq!(mode["response_body_mode"], "NONE");
+        assert_eq!(
+            p["metadata_options"]["forwarding_namespaces"]["untyped"][0],
+            EXT_AUTHZ_FILTER
+        );
+    }
+
+    #[test]
     fn body_only_on_the_routes_of_resources_with_mcp_rules() {
         let c = config(&format!(
             "{ONE}  - id: tools\n    uri: https://tools.example.com/mcp\n    upstream: 127.0.0.1:3001\n    issuers: [{{issuer: https://iam.example.com}}]\n    routes:\n      - path: /mcp\n        scopes: [files:list]\n        mcp: {{tools: {{read_file: [files:read]}}}}\n"
@@ -904,7 +1016,9 @@ resources:
         assert!(body(0, "mcp_files").is_null());
         assert!(body(0, "default_files").is_null());
         let tools = body(1, "mcp_tools");
-        assert_eq!(tools["max_request_bytes"], 65536);
+        // One byte over limits.max_body_bytes: a body cut at Envoy's buffer is always longer
+        // than what mcp-authz accepts, whatever `x-envoy-auth-partial-body` says.
+        assert_eq!(tools["max_request_bytes"], 65537);
         assert_eq!(tools["allow_partial_message"], true);
         assert_eq!(tools["pack_as_bytes"], true);
         // The catch-all never forwards, so it never needs the body.
@@ -993,6 +1107,11 @@ resources:
         assert_eq!(mcp["route"]["cluster"], "upstream_files");
         assert_eq!(mcp["route"]["timeout"], "0s");
         assert_eq!(context(mcp), "files");
+        assert_eq!(
+            mcp["typed_per_filter_config"][EXT_AUTHZ_FILTER]["check_settings"]["context_extensions"]
+                [PREFLIGHT_CONTEXT_KEY],
+            PREFLIGHTS_BY_PROXY
+        );
         let catch_all = route(vh, "default_files");
         assert_eq!(catch_all["match"]["prefix"], "/");
         // Decided by mcp-authz, never forwarded: Envoy answers what mcp-authz allows with 404.

@@ -44,7 +44,8 @@ const MESH_CONFIG_HEADER: &str = "\
 #   JSON-RPC body for workloads whose resources have MCP rules (per-tool scopes): Envoy
 #   buffers up to maxRequestBytes and sends it as raw bytes (packAsBytes) so mcp-authz parses
 #   it strictly; a longer body is sent cut and marked partial, and mcp-authz answers 413 when
-#   it needs it. Elsewhere Envoy neither buffers nor copies bodies. Only the providers some
+#   it needs it. maxRequestBytes is one byte over the largest body mcp-authz accepts: Envoy
+#   marks a body cut at exactly maxRequestBytes as complete, so the cut must never fit. Elsewhere Envoy neither buffers nor copies bodies. Only the providers some
 #   workload uses are listed.
 # - Headers: a gRPC provider sends every request header to mcp-authz (no allow-list), so it
 #   sees Content-Encoding and refuses an encoded body it must inspect (415).
@@ -113,6 +114,11 @@ impl FromStr for IstioPart {
 
 /// The Istio configuration for `config`, as YAML.
 pub fn istio(config: &Config, part: IstioPart) -> Result<String, RenderError> {
+    // With `sessions:` mcp-authz only accepts bound session ids, and only ext_proc binds
+    // them: a mesh without it would refuse every session (404). Say so instead.
+    if config.sessions.is_some() {
+        return Err(RenderError::IstioSessions);
+    }
     Ok(match part {
         IstioPart::MeshConfig => mesh_config(config)?,
         IstioPart::Resources => resources(config)?,
@@ -603,6 +609,9 @@ fn mcp_route(
                 ]),
             )])]),
         ),
+        // A request's whole life, SSE streams included (Envoy route timeout): a stream is
+        // authorized when it opens, so it must end and be reopened with a current token.
+        ("timeout", duration(config.envoy.max_stream).into()),
         (
             "corsPolicy",
             obj([
@@ -675,6 +684,16 @@ resources:
     }
 
     #[test]
+    fn session_binding_is_refused_in_the_mesh() {
+        // Only ext_proc binds sessions, and Istio's APIs cannot install it.
+        let mut c = config(ONE);
+        c.sessions = Some(crate::session::SessionKey::from_bytes(&[1; 32]).expect("key"));
+        for part in [IstioPart::All, IstioPart::MeshConfig, IstioPart::Resources] {
+            assert!(matches!(istio(&c, part), Err(RenderError::IstioSessions)));
+        }
+    }
+
+    #[test]
     fn mesh_config_is_a_fail_closed_grpc_provider_without_the_body() {
         let providers = providers(&config(ONE));
         assert_eq!(providers.len(), 1);
@@ -704,7 +723,8 @@ resources:
         assert_eq!(g["service"], providers[0]["envoyExtAuthzGrpc"]["service"]);
         assert_eq!(g["failOpen"], false);
         let body = &g["includeRequestBodyInCheck"];
-        assert_eq!(body["maxRequestBytes"], 65536);
+        // One byte over limits.max_body_bytes (a cut body never fits mcp-authz's limit).
+        assert_eq!(body["maxRequestBytes"], 65537);
         assert_eq!(body["allowPartialMessage"], true);
         assert_eq!(body["packAsBytes"], true);
         // Only files_admin has MCP rules, but files shares its pods: one provider per workload.
@@ -788,6 +808,8 @@ resources:
         let dest = &mcp["route"][0]["destination"];
         assert_eq!(dest["host"], "files.mcp.svc.cluster.local");
         assert_eq!(dest["port"]["number"], 8080);
+        // envoy.max_stream_seconds (default 3600): streams end and reopen with a fresh token.
+        assert_eq!(mcp["timeout"], "3600s");
         let cors = &mcp["corsPolicy"];
         assert_eq!(cors["allowOrigins"][0]["regex"], ".*");
         assert_eq!(cors["exposeHeaders"][0], "WWW-Authenticate");

@@ -75,6 +75,10 @@ pub enum RenderError {
         len: usize,
         limit: usize,
     },
+    #[error(
+        "sessions: binding MCP sessions needs Envoy's ext_proc filter, which the Istio render does not install (it would take an EnvoyFilter); remove `sessions:` for the mesh and have the MCP server bind sessions to x-mcp-authz-subject / x-mcp-authz-client-id (README, Sessions)"
+    )]
+    IstioSessions,
     #[error("cannot serialize the Envoy bootstrap: {0}")]
     Yaml(#[from] serde_yaml::Error),
 }

@@ -3,14 +3,21 @@
 // StreamableHTTPServerTransport, stateless, JSON responses) over plain node:http. It does no
 // authorization itself: it is the upstream that mcp-authz + Envoy protect.
 //
-//   node mcp-server.mjs --port P --root DIR
+//   node mcp-server.mjs --port P --root DIR [--stateful]
+//
+// --stateful: sessions as the SDK's own example server keeps them (Mcp-Session-Id from
+// randomUUID, one transport per session, SSE responses, GET /mcp standalone stream, DELETE
+// /mcp ends the session) with the SDK's InMemoryEventStore, so GET with Last-Event-ID replays a
+// stream. Like the SDK servers it binds sessions to nothing but their id: exactly what
+// mcp-authz's session binding must make safe.
 //
 // --port 0 picks a free port. DIR is created if missing and seeded with hello.txt
 // ("hello from mcp-authz"). Prints exactly one line to stdout when listening:
 //   {"ready":true,"port":P,"root":"/abs/DIR","endpoint":"http://127.0.0.1:P/mcp"}
 //
 // Routes:
-//   POST /mcp          MCP Streamable HTTP (GET/DELETE /mcp answer 405: stateless server)
+//   POST /mcp          MCP Streamable HTTP (GET/DELETE /mcp answer 405: stateless server;
+//                      with --stateful GET/DELETE /mcp serve the session, unknown ids 404)
 //   GET  /__seen       JSON list of the last 50 requests it received (any path):
 //                      [{"method","path","headers":{lowercase name: value}}, ...] oldest first
 //   DELETE /__seen     clears that list
@@ -22,18 +29,22 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import { InMemoryEventStore } from '@modelcontextprotocol/sdk/examples/shared/inMemoryEventStore.js';
+import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
+import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 
 const { values: args } = parseArgs({
   options: {
     port: { type: 'string' },
     root: { type: 'string' },
+    stateful: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
   strict: true,
 });
 if (args.help || args.port === undefined || !/^\d+$/.test(args.port) || !args.root) {
-  process.stderr.write('usage: node mcp-server.mjs --port P --root DIR\n');
+  process.stderr.write('usage: node mcp-server.mjs --port P --root DIR [--stateful]\n');
   process.exit(args.help ? 0 : 2);
 }
 
@@ -147,6 +158,7 @@ const http = createServer(async (req, res) => {
       return sendJson(res, 405, { error: 'method not allowed' });
     }
     if (url.pathname !== '/mcp') return sendJson(res, 404, { error: 'not found' });
+    if (args.stateful) return await stateful(req, res, rec);
     if (req.method !== 'POST') {
       // Stateless server: no standalone SSE stream, no sessions to delete.
       res.writeHead(405, { allow: 'POST' });
@@ -171,6 +183,47 @@ const http = createServer(async (req, res) => {
     else res.end();
   }
 });
+
+// --stateful: session id -> transport (the SDK example server's shape).
+const sessions = new Map();
+const rpcError = (res, status, message) =>
+  sendJson(res, status, { jsonrpc: '2.0', error: { code: -32000, message }, id: null });
+
+async function stateful(req, res, rec) {
+  const sid = req.headers['mcp-session-id'];
+  if (req.method === 'POST') {
+    const raw = await readBody(req);
+    let body;
+    try {
+      body = JSON.parse(raw);
+    } catch {
+      return sendJson(res, 400, { jsonrpc: '2.0', error: { code: -32700, message: 'Parse error' }, id: null });
+    }
+    rec.body = body;
+    if (sid !== undefined) {
+      const transport = sessions.get(sid);
+      if (!transport) return rpcError(res, 404, 'Session not found');
+      return await transport.handleRequest(req, res, body);
+    }
+    if (!isInitializeRequest(body)) return rpcError(res, 400, 'Bad Request: No valid session ID provided');
+    const transport = new StreamableHTTPServerTransport({
+      sessionIdGenerator: () => randomUUID(),
+      eventStore: new InMemoryEventStore(),
+      onsessioninitialized: (id) => { sessions.set(id, transport); },
+    });
+    transport.onclose = () => { if (transport.sessionId) sessions.delete(transport.sessionId); };
+    await buildServer().connect(transport);
+    return await transport.handleRequest(req, res, body);
+  }
+  if (req.method === 'GET' || req.method === 'DELETE') {
+    if (sid === undefined) return rpcError(res, 400, 'Bad Request: Mcp-Session-Id header is required');
+    const transport = sessions.get(sid);
+    if (!transport) return rpcError(res, 404, 'Session not found');
+    return await transport.handleRequest(req, res);
+  }
+  res.writeHead(405, { allow: 'GET, POST, DELETE' });
+  return res.end();
+}
 
 await new Promise((resolve, reject) => {
   http.once('error', reject);
