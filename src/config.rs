@@ -1001,11 +1001,12 @@ fn validate_envoy(
             "must be between 1 and 86400",
         ));
     }
-    // Envoy buffers one byte more than `buffered` (see below); that body must still fit.
-    if buffered as usize + 1 > MAX_ENVOY_REQUEST_BYTES {
+    // Envoy buffers one byte more than `buffered` (see below); the bound leaves ~1 MiB of the
+    // 4 MiB decode limit for headers, so that byte fits.
+    if buffered as usize > MAX_ENVOY_REQUEST_BYTES {
         return Err(invalid(
             "envoy.max_request_bytes",
-            "must be below 3145728 (3 MiB; Envoy buffers one byte more): the body travels inside a CheckRequest of at most 4 MiB, with headers",
+            "must be at most 3145728 (3 MiB): the body travels inside a CheckRequest of at most 4 MiB, with headers",
         ));
     }
     if e.cors_allow_origins.is_empty() {
