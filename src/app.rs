@@ -23,9 +23,6 @@ use crate::extproc::{ExternalProcessorServer, SessionProcessor};
 use crate::jwks::JwksManager;
 use crate::metrics::Metrics;
 
-/// Name the gRPC health service reports for the Check service.
-pub const AUTHZ_SERVICE_NAME: &str = "envoy.service.auth.v3.Authorization";
-
 /// A started service. Dropping it does not stop it; call [`Running::shutdown`].
 pub struct Running {
     pub grpc_addr: SocketAddr,
