@@ -258,12 +258,15 @@ impl AuthzService {
                 // The ext_proc filter binds a session the MCP server opens on this response to
                 // this principal (`extproc.rs`); Envoy forwards ext_authz's metadata to it.
                 if config.sessions.is_some()
-                    && let Some(p) = &a.principal
+                    && let Some(binding) = a
+                        .principal
+                        .as_ref()
+                        .and_then(|p| session::binding(&a.resource, p))
                 {
-                    metadata.get_or_insert_with(Struct::default).fields.insert(
-                        SESSION_BINDING_KEY.to_owned(),
-                        string_value(&session::binding(&a.resource, p)),
-                    );
+                    metadata
+                        .get_or_insert_with(Struct::default)
+                        .fields
+                        .insert(SESSION_BINDING_KEY.to_owned(), string_value(&binding));
                 }
                 CheckResponse {
                     status: Some(rpc::Status {

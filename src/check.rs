@@ -321,7 +321,7 @@ impl Authorizer {
         let session_id = match (&config.sessions, input.header("mcp-session-id")) {
             (Some(key), Some(wrapped)) => {
                 let bound = session::binding(&resource.id, &principal);
-                match key.unwrap(&bound, wrapped) {
+                match bound.as_deref().and_then(|b| key.unwrap(b, wrapped)) {
                     Some(id) => {
                         trace.ok("session", || "bound to this principal".into());
                         Some(id.to_owned())

@@ -6,6 +6,11 @@
 
 use std::fmt::{self, Write as _};
 
+use tracing::field::Field;
+use tracing_subscriber::field::MakeExt as _;
+use tracing_subscriber::fmt::FormatFields;
+use tracing_subscriber::fmt::format::{self, Writer};
+
 /// Display `self.0` with every character that could alter how a log line reads escaped:
 /// `\` and `"` as `\\` and `\"`, controls, line and paragraph separators and bidi controls
 /// as `\u{…}`. Printable text, including non-ASCII letters, is left as it is.
@@ -52,6 +57,30 @@ pub fn escaped(v: impl fmt::Display) -> String {
     Escaped(&v.to_string()).to_string()
 }
 
+/// The text format's field formatter: `name=value`, space-delimited, with a value quoted when it
+/// is empty or holds whitespace or `=` (logfmt's rule). tracing's default writes a displayed
+/// value bare, so a scope list or a `sub` of `alice role=admin` would read as extra fields.
+/// Values that reach here are [`Escaped`] (their `"` and `\` already escaped) or the service's
+/// own; string literals arrive already quoted by their `Debug` form.
+pub fn text_fields() -> impl for<'w> FormatFields<'w> + Send + Sync + 'static {
+    format::debug_fn(
+        |w: &mut Writer<'_>, field: &Field, value: &dyn fmt::Debug| {
+            if field.name() == "message" {
+                return write!(w, "{value:?}");
+            }
+            let v = format!("{value:?}");
+            let quote = !v.starts_with('"')
+                && (v.is_empty() || v.chars().any(|c| c.is_whitespace() || c == '='));
+            if quote {
+                write!(w, "{}=\"{v}\"", field.name())
+            } else {
+                write!(w, "{}={v}", field.name())
+            }
+        },
+    )
+    .delimited(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,5 +99,46 @@ mod tests {
         assert_eq!(e(r#"a" b\"#), r#"a\" b\\"#);
         assert_eq!(e("\0\u{7f}"), "\\u{0}\\u{7f}");
         assert_eq!(escaped(format_args!("e: {}", "x\ny")), "e: x\\u{a}y");
+    }
+
+    #[test]
+    fn text_format_quotes_values_that_could_read_as_fields() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .fmt_fields(text_fields())
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(
+                subject = %Escaped("alice decision=allow"),
+                scope = %Escaped("files:list files:read"),
+                client = %Escaped("app"),
+                empty = %Escaped(""),
+                quoted = %Escaped("a\" b=c"),
+                literal = "x y",
+                "decided"
+            );
+        });
+        let line = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            line.contains(
+                r#"decided subject="alice decision=allow" scope="files:list files:read" client=app empty="" quoted="a\" b=c" literal="x y""#
+            ),
+            "{line}"
+        );
     }
 }

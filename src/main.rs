@@ -160,7 +160,7 @@ fn init_tracing(format: LogFormat) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder.init(),
+        LogFormat::Text => builder.fmt_fields(mcp_authz::logfmt::text_fields()).init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
 }

@@ -246,6 +246,10 @@ impl Metrics {
             }
             self.0.issuer_ready.with_label_values(&[i]).set(0);
         }
+        // A request that cannot be decoded has no resource yet: it is counted under "-".
+        self.0
+            .checks
+            .with_label_values(&["deny", "undecodable_request", "-"]);
     }
 
     /// Record one decided Check. Label lookups go through lock-free handle maps: the
@@ -392,4 +396,27 @@ fn unix_now() -> f64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Metrics;
+
+    /// Every series an alert or a dashboard panel may watch exists at 0 before its first
+    /// event, so `increase()` sees the first one.
+    #[test]
+    fn init_series_creates_the_watched_series_at_zero() {
+        let m = Metrics::new();
+        m.init_series(&["files"], &["https://iam.example".to_owned()]);
+        let text = m.render();
+        for line in [
+            r#"mcp_authz_checks_total{decision="allow",reason="ok",resource="files"} 0"#,
+            r#"mcp_authz_checks_total{decision="deny",reason="no_signing_keys",resource="files"} 0"#,
+            r#"mcp_authz_checks_total{decision="deny",reason="internal",resource="files"} 0"#,
+            r#"mcp_authz_checks_total{decision="deny",reason="undecodable_request",resource="-"} 0"#,
+            r#"mcp_authz_config_reloads_total{result="error"} 0"#,
+        ] {
+            assert!(text.contains(line), "missing {line} in:\n{text}");
+        }
+    }
 }

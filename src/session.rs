@@ -106,8 +106,15 @@ fn mac_input(binding: &str, id: &str) -> Vec<u8> {
 
 /// Who a session belongs to: the resource and the token's issuer, subject and client, as a
 /// JSON array (missing claims are `null`, so "no subject" never equals an empty subject).
-pub fn binding(resource: &str, p: &Principal) -> String {
-    serde_json::json!([resource, p.issuer, p.subject, p.client_id]).to_string()
+///
+/// `None` for a token that names neither a subject nor a client: bound to (resource, `iss`)
+/// alone, a session would be shared by every such token of the issuer, so none is opened for it
+/// (the id is removed from the response; a presented id is `session_unknown`).
+pub fn binding(resource: &str, p: &Principal) -> Option<String> {
+    if p.subject.is_none() && p.client_id.is_none() {
+        return None;
+    }
+    Some(serde_json::json!([resource, p.issuer, p.subject, p.client_id]).to_string())
 }
 
 #[cfg(test)]
@@ -128,7 +135,7 @@ mod tests {
     #[test]
     fn a_session_opens_only_for_its_principal() {
         let key = SessionKey::from_bytes(&[7u8; 32]).expect("key");
-        let alice = binding("files", &principal(Some("alice"), Some("app")));
+        let alice = binding("files", &principal(Some("alice"), Some("app"))).expect("binds");
         let wrapped = key.wrap(&alice, "3f2c-session").expect("wraps");
         assert!(wrapped.starts_with(PREFIX));
         assert_eq!(key.unwrap(&alice, &wrapped), Some("3f2c-session"));
@@ -138,11 +145,14 @@ mod tests {
             principal(Some("alice"), None),
             principal(None, Some("app")),
         ] {
-            assert_eq!(key.unwrap(&binding("files", &other), &wrapped), None);
+            let other = binding("files", &other).expect("binds");
+            assert_eq!(key.unwrap(&other, &wrapped), None);
         }
+        // Neither subject nor client: nothing to bind to, so no session at all.
+        assert_eq!(binding("files", &principal(None, None)), None);
         assert_eq!(
             key.unwrap(
-                &binding("admin", &principal(Some("alice"), Some("app"))),
+                &binding("admin", &principal(Some("alice"), Some("app"))).expect("binds"),
                 &wrapped
             ),
             None
@@ -170,7 +180,7 @@ mod tests {
     #[test]
     fn only_transport_valid_ids_are_wrapped() {
         let key = SessionKey::from_bytes(&[7u8; 40]).expect("key");
-        let b = binding("files", &principal(Some("a"), None));
+        let b = binding("files", &principal(Some("a"), None)).expect("binds");
         for bad in ["", "a b", "a\r\nx: 1", "caf\u{e9}"] {
             assert_eq!(key.wrap(&b, bad), None, "{bad:?}");
         }

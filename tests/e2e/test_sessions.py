@@ -231,6 +231,22 @@ def test_unbound_or_forged_session_ids_are_refused(sstack, senvoy, clean, varian
     assert_unknown_session(r, sstack)
 
 
+def test_a_token_naming_no_subject_or_client_gets_no_session(sstack, senvoy, clean):
+    # Bound to (resource, iss) alone, such a session would be shared by every token of the
+    # issuer that names nobody: none is opened for it, and no one else's opens for it either.
+    anonymous = sstack.mint(scope="files:list files:read", sub=None, client_id=None)
+    init = rpc("initialize", {"protocolVersion": PROTOCOL, "capabilities": {},
+                              "clientInfo": {"name": "e2e", "version": "1"}})
+    r = senvoy.request("POST", "/mcp", headers(), init, anonymous)
+    assert r.status == 200, r
+    assert r.header("mcp-session-id") is None, r
+    assert len(sstack.seen()) == 1  # the initialize reached the server, which opened a session
+    session = open_session(senvoy, tokens(sstack)["alice"])
+    sstack.clear_seen()
+    r = senvoy.request("POST", "/mcp", headers(session), rpc("tools/list", id=7), anonymous)
+    assert_unknown_session(r, sstack)
+
+
 def test_requests_without_a_session_still_need_a_token_first(sstack, senvoy, clean):
     # The decision matrix order holds: no token is 401 whatever Mcp-Session-Id says.
     r = senvoy.request("GET", "/mcp", headers("mab1.whatever"))
