@@ -353,9 +353,11 @@ impl<'de> Visitor<'de> for RefVisitor {
 }
 
 /// Decode an `Mcp-Method` / `Mcp-Name` value: plain, or the `=?base64?<b64>?=` form for values
-/// that are not plain ASCII (MCP 2026-07-28 transports).
+/// that are not plain ASCII (MCP 2026-07-28 transports). Only SP and HTAB are trimmed (RFC 9110
+/// §5.5 optional whitespace): `str::trim` would also drop U+00A0, U+3000 and other Unicode
+/// spaces, so a header naming `\u{a0}read_file` would pass as `read_file`.
 pub fn decode_header(v: &str) -> Result<String, BodyError> {
-    let v = v.trim();
+    let v = v.trim_matches([' ', '\t']);
     if let Some(inner) = v
         .strip_prefix("=?base64?")
         .and_then(|r| r.strip_suffix("?="))
@@ -587,6 +589,16 @@ mod tests {
         );
         assert_eq!(decode_header("=?base64?5pel5pys?=").unwrap(), "日本");
         assert_eq!(decode_header("=?base64?!!?="), Err(BodyError::BadHeader));
+        // Field-value whitespace is SP and HTAB only (tests/props.rs found NBSP trimmed).
+        assert_eq!(decode_header(" \tread_file\t ").unwrap(), "read_file");
+        for v in [
+            "\u{a0}read_file",
+            "read_file\u{3000}",
+            "\u{85}read_file",
+            "read_file\u{b}",
+        ] {
+            assert_eq!(decode_header(v), Err(BodyError::BadHeader), "{v:?}");
+        }
         let calls = vec![Call {
             method: Some("tools/call".into()),
             name: Some("read_file".into()),
