@@ -449,6 +449,8 @@ mod tests {
             DenyReason::McpDenied(McpDenial::BadUri(UriError::DotSegment)),
             DenyReason::UnsupportedEncoding,
         ];
+        assert_eq!(all.len() + 3, every_reason().len());
+        let all = every_reason();
         let mut labels = std::collections::BTreeSet::new();
         for r in all {
             let s = r.shape();
@@ -462,6 +464,140 @@ mod tests {
             assert!(labels.insert(s.label), "duplicate label {}", s.label);
             if s.status == 401 && r != DenyReason::NoCredentials {
                 assert_eq!(s.error, Some("invalid_token"));
+            }
+        }
+    }
+
+    /// One of each reason. The `match` lists every variant without a wildcard, so a new reason
+    /// (or a new body or token error) does not compile until it is added here, and so to the
+    /// README check below.
+    fn every_reason() -> Vec<DenyReason> {
+        let all = vec![
+            DenyReason::NoCredentials,
+            DenyReason::MalformedCredentials,
+            DenyReason::TokenInQuery,
+            DenyReason::InsufficientScope,
+            DenyReason::NoRoute,
+            DenyReason::UnknownResource,
+            DenyReason::BadPath,
+            DenyReason::UnsupportedEncoding,
+            DenyReason::UnknownSession,
+            DenyReason::Internal,
+            DenyReason::Undecodable,
+            DenyReason::Token(TokenError::Malformed),
+            DenyReason::Token(TokenError::TooLong),
+            DenyReason::Token(TokenError::UnknownIssuer),
+            DenyReason::Token(TokenError::DisallowedAlg),
+            DenyReason::Token(TokenError::UnknownKid),
+            DenyReason::Token(TokenError::BadSignature),
+            DenyReason::Token(TokenError::MissingExp),
+            DenyReason::Token(TokenError::Expired),
+            DenyReason::Token(TokenError::NotYetValid),
+            DenyReason::Token(TokenError::WrongAudience),
+            DenyReason::Token(TokenError::NotAccessToken),
+            DenyReason::Token(TokenError::NoKeys),
+            DenyReason::Body(BodyError::Missing),
+            DenyReason::Body(BodyError::TooLarge),
+            DenyReason::Body(BodyError::NotJsonRpc),
+            DenyReason::Body(BodyError::DuplicateKey),
+            DenyReason::Body(BodyError::TooDeep),
+            DenyReason::Body(BodyError::BadBatch),
+            DenyReason::Body(BodyError::BadHeader),
+            DenyReason::Body(BodyError::HeaderMismatch),
+            DenyReason::Body(BodyError::TooManyMembers),
+            DenyReason::McpDenied(McpDenial::Method),
+            DenyReason::McpDenied(McpDenial::Tool),
+            DenyReason::McpDenied(McpDenial::Resource),
+            DenyReason::McpDenied(McpDenial::Prompt),
+            DenyReason::McpDenied(McpDenial::BadUri(UriError::DotSegment)),
+        ];
+        for r in &all {
+            match r {
+                DenyReason::NoCredentials
+                | DenyReason::MalformedCredentials
+                | DenyReason::TokenInQuery
+                | DenyReason::InsufficientScope
+                | DenyReason::NoRoute
+                | DenyReason::UnknownResource
+                | DenyReason::BadPath
+                | DenyReason::UnsupportedEncoding
+                | DenyReason::UnknownSession
+                | DenyReason::Internal
+                | DenyReason::Undecodable => {}
+                DenyReason::Token(
+                    TokenError::Malformed
+                    | TokenError::TooLong
+                    | TokenError::UnknownIssuer
+                    | TokenError::DisallowedAlg
+                    | TokenError::UnknownKid
+                    | TokenError::BadSignature
+                    | TokenError::MissingExp
+                    | TokenError::Expired
+                    | TokenError::NotYetValid
+                    | TokenError::WrongAudience
+                    | TokenError::NotAccessToken
+                    | TokenError::NoKeys,
+                ) => {}
+                DenyReason::Body(
+                    BodyError::Missing
+                    | BodyError::TooLarge
+                    | BodyError::NotJsonRpc
+                    | BodyError::DuplicateKey
+                    | BodyError::TooDeep
+                    | BodyError::BadBatch
+                    | BodyError::BadHeader
+                    | BodyError::HeaderMismatch
+                    | BodyError::TooManyMembers,
+                ) => {}
+                // Every `UriError` shares one response; one stands for all.
+                DenyReason::McpDenied(
+                    McpDenial::Method
+                    | McpDenial::Tool
+                    | McpDenial::Resource
+                    | McpDenial::Prompt
+                    | McpDenial::BadUri(_),
+                ) => {}
+            }
+        }
+        all
+    }
+
+    /// The README's decision matrix names every reason's label with its status (item 4 of
+    /// issue 11: the matrix must say exactly what is refused).
+    #[test]
+    fn every_reason_is_in_the_readme_matrix() {
+        let readme = include_str!("../README.md");
+        let start = readme.find("## Decision matrix").expect("matrix section");
+        let end = start + readme[start..].find("\n### ").expect("next section");
+        let matrix = &readme[start..end];
+        for r in every_reason() {
+            let s = r.shape();
+            let label = format!("`{}`", s.label);
+            let row = matrix
+                .lines()
+                .find(|l| l.starts_with('|') && l.contains(&label))
+                .unwrap_or_else(|| panic!("{label} ({r:?}) is not in the README decision matrix"));
+            let cells: Vec<&str> = row.split(" | ").collect();
+            assert!(
+                cells
+                    .get(1)
+                    .is_some_and(|c| c.starts_with(&s.status.to_string())),
+                "{label}: README says {:?}, the code {}",
+                cells.get(1),
+                s.status
+            );
+            if let Some(error) = s.error {
+                assert!(
+                    row.contains(&format!("error=\"{error}\"")),
+                    "{label}: {row}"
+                );
+            } else if s.challenge {
+                assert!(row.contains("no `error`"), "{label}: {row}");
+            } else {
+                assert!(
+                    cells.get(2).is_some_and(|c| c.starts_with('—')),
+                    "{label} has no challenge: {row}"
+                );
             }
         }
     }
