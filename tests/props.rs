@@ -72,8 +72,8 @@ proptest! {
     /// a. `normalize_path` is idempotent, and its output has no dot segment, no empty segment,
     /// no query or fragment, and no escape of an unreserved character left (RFC 3986 §6.2.2.2).
     /// `fold_path` is idempotent.
-    /// Shown failing against: `"" | "." => {}` narrowed to `"" => {}` (a `.` segment survives);
-    /// `fold_path` lower-casing only after the trailing-slash pop (`/A//` folds twice).
+    /// Shown failing against: `"" | "." => {}` narrowed to `"" => {}` in `normalize_path`
+    /// (minimal input `/%2e`: a `.` segment survives).
     #[test]
     fn path_normalisation_is_idempotent_and_clean(raw in raw_path()) {
         if let Ok(p) = policy::normalize_path(&raw) {
@@ -335,9 +335,8 @@ proptest! {
     /// b. `canonical_resource_uri` is idempotent and agrees with Node's parser: whatever it
     /// accepts, ada parses to exactly the same href (URL Standard §4.4 parsing, §4.5
     /// serializing); whatever ada refuses, it refuses.
-    /// Shown failing against: the `%`-escape check narrowed to `/`, `\`, NUL (a `%2e%2e`
-    /// segment is accepted, and ada resolves it as `..`: href differs); the dot-segment check
-    /// removed (ada resolves `..`, the `url` crate too, but idempotence on the raw form fails).
+    /// Shown failing against: the `%`-escape check narrowed to `/`, `\`, NUL (minimal input
+    /// `file:///public/C:/%2e%2e`: accepted, and Node's parser resolves the `%2e%2e`).
     #[test]
     fn resource_uris_agree_with_whatwg(raw in any_uri()) {
         let ours = policy::canonical_resource_uri(&raw);
@@ -363,10 +362,8 @@ proptest! {
     /// exactly the scope of the rule the oracle picks over ada's href (never a weaker one, never
     /// an unlisted URI let through), and at least the scope of any protected prefix the raw
     /// string starts with (the Python SDK matches the raw string, without normalising).
-    /// Shown failing against: `uri_prefix_matches` without the segment-boundary test (`rest`
-    /// ignored: `https://api.example.com/publicity` gets `x` where the oracle denies); and
-    /// `resource_rule` matching the raw URI instead of the canonical one (`FILE://localhost/
-    /// secret/k` falls to the default while ada reads `file:///secret/k`).
+    /// Shown failing against: `uri_prefix_matches` without the segment-boundary test (minimal
+    /// input `https://api.example.com/publicpublic/public` gets `x` where the oracle denies).
     #[test]
     fn resource_rule_is_the_oracles(raw in any_uri()) {
         static CONFIG: LazyLock<Config> = LazyLock::new(oracle_config);
@@ -603,9 +600,9 @@ proptest! {
     /// `JSON.parse`) reads with another method, `params.name`, `params.uri` or `params.ref`;
     /// and when serde_json reads one object with a string `method`, the reader agrees or
     /// refuses.
-    /// Shown failing against: `Seen::add` never reporting a duplicate (a repeated `method`
-    /// is read first-wins by the reader, last-wins by serde_json); `RefVisitor` ignoring `type`
-    /// (every ref read as a prompt reference).
+    /// Shown failing against: `Seen::add` letting duplicates through with `method` read
+    /// first-wins (`{"method":"resources/read",…,"method":"tools/call"}`: serde_json reads the
+    /// last). Duplicates read last-wins would agree with serde_json and are not a differential.
     #[test]
     fn reader_agrees_with_serde_json((bytes, oracle_bytes) in body()) {
         let ours = mcp::parse_body(&bytes, Limits::default());
@@ -759,8 +756,9 @@ proptest! {
 
     /// e. `check_headers` never accepts an `Mcp-Name` (or `Mcp-Method`) that names something
     /// other than the body's target (method) as an independent reader decodes it.
-    /// Shown failing against: `decode_header` comparing case-insensitively
-    /// (`eq_ignore_ascii_case` in `check_headers`: `READ_FILE` passes for `read_file`).
+    /// Shown failing against: `check_headers` comparing `Mcp-Name` case-insensitively
+    /// (minimal input `FILE:///SECRET/K` for `file:///secret/k`); before the fix, the original
+    /// `str::trim` in `decode_header` (minimal input `\u{a0}read_file`).
     #[test]
     fn headers_agree_with_the_body(
         (body_name, header) in (target(), target()).prop_flat_map(|(body, named)| {
