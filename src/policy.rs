@@ -130,6 +130,8 @@ pub enum UriError {
     UnsettledChar,
     #[error("contains an empty path segment")]
     EmptySegment,
+    #[error("names a Windows drive letter in a file: URI")]
+    DriveLetter,
 }
 
 /// The one form of a resource URI that rules are matched against: the WHATWG URL
@@ -189,6 +191,16 @@ fn refuse_ambiguous(raw: &str) -> Result<(), UriError> {
     if before_query.split('/').any(|seg| seg == "." || seg == "..") {
         return Err(UriError::DotSegment);
     }
+    // Windows drive letters in `file:` URIs (URL Standard §4.4 "file host state", "path state",
+    // "Windows drive letter"): parsers disagree on the host before one (the `url` crate reads
+    // `file://LocalHost./C:` as `file:///C:`, Node's parser keeps the host) and `..` never pops
+    // one. No MCP resource rule needs them, so they are refused rather than guessed.
+    if let Some((scheme, rest)) = before_query.split_once(':')
+        && scheme.eq_ignore_ascii_case("file")
+        && rest.split('/').any(is_windows_drive_letter)
+    {
+        return Err(UriError::DriveLetter);
+    }
     // Empty segments (`//`) after the authority's own `//`: the `url` crate drops leading ones
     // in `file:` URLs (`file://///secret/` becomes `file:///secret/`) where Node's parser keeps
     // them (URL Standard §4.4 file host state, path state), and file handlers merge them.
@@ -199,6 +211,11 @@ fn refuse_ambiguous(raw: &str) -> Result<(), UriError> {
         }
     }
     Ok(())
+}
+
+/// A path segment that is exactly a Windows drive letter: an ASCII letter then `:` or `|`.
+fn is_windows_drive_letter(seg: &str) -> bool {
+    matches!(seg.as_bytes(), [l, b':' | b'|'] if l.is_ascii_alphabetic())
 }
 
 fn hex_pair_checked(h: &[u8]) -> Option<u8> {
@@ -762,6 +779,10 @@ resources:
             ("https://api.example.com/public//x", UriError::EmptySegment),
             // Found by tests/props.rs: accepted as `https://./`, which it then refused.
             ("https:.", UriError::DotSegment),
+            // Found by tests/props.rs: the `url` crate reads `file:///C:`, ada keeps the host.
+            ("file://LocalHost./C:", UriError::DriveLetter),
+            ("file:///public/C|/x", UriError::DriveLetter),
+            ("FILE://C:/secret", UriError::DriveLetter),
             ("https://public@secret.example/", UriError::UserInfo),
             ("public/a", UriError::NotAUri),
             ("", UriError::NotAUri),
