@@ -94,6 +94,12 @@ pub fn parse_body(body: &[u8], limits: Limits) -> Result<Vec<Call>, BodyError> {
         return Err(BodyError::TooLarge);
     }
     check_depth(body, limits.max_depth)?;
+    // RFC 8259 §8.1: JSON text is UTF-8. serde_json skips the strings of members we ignore
+    // without validating them; Python's `json` refuses such a body and body-parser replaces the
+    // bytes, so the server would not read what we read.
+    if std::str::from_utf8(body).is_err() {
+        return Err(BodyError::NotJsonRpc);
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     let parsed = de.deserialize_any(BodyVisitor {
         max_batch: limits.max_batch,

@@ -162,15 +162,26 @@ pub fn canonical_resource_uri(raw: &str) -> Result<String, UriError> {
     }
     // Dot segments anywhere before the query: WHATWG removes them (URL Standard §4.4, path
     // state), RFC 3986 §5.2.4 too, an exact-string lookup does not.
-    let before_query = raw.split(['?', '#']).next().unwrap_or("");
-    if before_query.split('/').any(|seg| seg == "." || seg == "..") {
+    if has_dot_segment(raw) {
         return Err(UriError::DotSegment);
     }
     let url = url::Url::parse(raw).map_err(|_| UriError::NotAUri)?;
     if !url.username().is_empty() || url.password().is_some() {
         return Err(UriError::UserInfo);
     }
-    Ok(url.into())
+    // The serialization can show dot segments the input did not (`https:..//x` has the host
+    // `..` and serializes as `https://..//x`): refused too, so the canonical form is a fixed
+    // point and never holds a segment another reader would resolve.
+    let canonical: String = url.into();
+    if has_dot_segment(&canonical) {
+        return Err(UriError::DotSegment);
+    }
+    Ok(canonical)
+}
+
+fn has_dot_segment(uri: &str) -> bool {
+    let before_query = uri.split(['?', '#']).next().unwrap_or("");
+    before_query.split('/').any(|seg| seg == "." || seg == "..")
 }
 
 fn hex_pair_checked(h: &[u8]) -> Option<u8> {
