@@ -133,6 +133,33 @@ fn message_needs(msg: &Value) -> Option<Vec<&'static str>> {
     }
 }
 
+/// `\uD800`..`\uDFFF` escapes (any case) replaced by `\uFFFD`; an escaped backslash is kept.
+fn without_surrogate_escapes(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len());
+    let mut i = 0;
+    while i < body.len() {
+        if body[i] == b'\\' && i + 1 < body.len() {
+            let esc = &body[i..body.len().min(i + 6)];
+            let surrogate = esc.len() == 6
+                && esc[1] == b'u'
+                && esc[2].eq_ignore_ascii_case(&b'd')
+                && matches!(esc[3].to_ascii_lowercase(), b'8'..=b'9' | b'a'..=b'f')
+                && esc[4..].iter().all(u8::is_ascii_hexdigit);
+            if surrogate {
+                out.extend_from_slice(b"\\uFFFD");
+                i += 6;
+            } else {
+                out.extend_from_slice(&body[i..i + 2]);
+                i += 2;
+            }
+            continue;
+        }
+        out.push(body[i]);
+        i += 1;
+    }
+    out
+}
+
 fn identity_coding(input: &CheckInput) -> bool {
     input.headers.get("content-encoding").is_none_or(|v| {
         v.split(',')
@@ -183,7 +210,12 @@ fn check_allow(input: &CheckInput, route: &str, principal: bool) {
     };
     if route == "mcp" && method == "POST" {
         assert!(identity_coding(input), "content-encoded body allowed");
+        // A lone UTF-16 surrogate escape is read by JSON.parse and Python's `json` but not by
+        // serde_json's `Value` (see the `jsonrpc` target): read the body with every surrogate
+        // escape replaced by U+FFFD then, which keeps its structure and every member the policy
+        // names (those names are ASCII).
         let body: Value = serde_json::from_slice(&input.body)
+            .or_else(|_| serde_json::from_slice(&without_surrogate_escapes(&input.body)))
             .unwrap_or_else(|e| panic!("allowed a POST body serde_json refuses: {e}"));
         let messages = match &body {
             Value::Array(batch) => batch.iter().collect(),

@@ -48,11 +48,24 @@ fn agree(call: &Call, msg: &Value) {
     }
 }
 
+/// serde_json's messages for a `\uD800`-`\uDFFF` escape not part of a surrogate pair.
+pub fn lone_surrogate(e: &serde_json::Error) -> bool {
+    let m = e.to_string();
+    m.contains("surrogate") || m.contains("end of hex escape")
+}
+
 fuzz_target!(|data: &[u8]| {
     let Ok(calls) = parse_body(data, Limits::default()) else {
         return;
     };
-    let value: Value = serde_json::from_slice(data).expect("accepted body is JSON to serde_json");
+    let value: Value = match serde_json::from_slice(data) {
+        Ok(v) => v,
+        // A lone UTF-16 surrogate escape (`"\ud800"`) in a member the reader skips: JSON.parse
+        // and Python's `json` accept it, serde_json's `Value` does not (RFC 8259 §8.2 leaves it
+        // unpredictable); in a member the reader reads, it is refused. Not a disagreement.
+        Err(e) if lone_surrogate(&e) => return,
+        Err(e) => panic!("accepted body is not JSON to serde_json: {e}"),
+    };
     match &value {
         Value::Array(batch) => {
             assert_eq!(calls.len(), batch.len(), "batch length");
