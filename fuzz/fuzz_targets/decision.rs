@@ -19,9 +19,10 @@ use std::collections::HashMap;
 
 use libfuzzer_sys::fuzz_target;
 use mcp_authz::check::{CheckInput, Decision};
+use mcp_authz::mcp::{Limits, Reference, parse_body};
 use mcp_authz::policy::normalize_path;
 use mcp_authz_fuzz::{FIXTURE, expand_tokens, merge_header};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 fn parse_request(data: &[u8]) -> CheckInput {
     let split = data
@@ -160,6 +161,27 @@ fn without_surrogate_escapes(body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The messages as the reader reads them, as JSON-RPC objects.
+fn reader_messages(body: &[u8]) -> Value {
+    let calls = parse_body(body, Limits::default()).expect("an allowed body parses");
+    let reference = |r: &Option<Reference>| match r {
+        None => Value::Null,
+        Some(Reference::Prompt(name)) => json!({"type": "ref/prompt", "name": name}),
+        Some(Reference::Resource(uri)) => json!({"type": "ref/resource", "uri": uri}),
+        Some(Reference::Other) => json!({}),
+    };
+    Value::Array(
+        calls
+            .iter()
+            .map(|c| match &c.method {
+                None => json!({}),
+                Some(m) => json!({"method": m, "params": {"name": c.name, "uri": c.uri,
+                    "ref": reference(&c.reference)}}),
+            })
+            .collect(),
+    )
+}
+
 fn identity_coding(input: &CheckInput) -> bool {
     input.headers.get("content-encoding").is_none_or(|v| {
         v.split(',')
@@ -210,13 +232,21 @@ fn check_allow(input: &CheckInput, route: &str, principal: bool) {
     };
     if route == "mcp" && method == "POST" {
         assert!(identity_coding(input), "content-encoded body allowed");
-        // A lone UTF-16 surrogate escape is read by JSON.parse and Python's `json` but not by
-        // serde_json's `Value` (see the `jsonrpc` target): read the body with every surrogate
-        // escape replaced by U+FFFD then, which keeps its structure and every member the policy
-        // names (those names are ASCII).
+        // A lone UTF-16 surrogate escape or a number beyond f64 is read by JSON.parse and
+        // Python's `json` but not by serde_json's `Value` (see the `jsonrpc` target): read the
+        // body with surrogate escapes replaced by U+FFFD then, which keeps its structure and
+        // every member the policy names (ASCII); failing that (a huge number in a member the
+        // reader skips), take the messages as `mcp::parse_body` reads them, which the `jsonrpc`
+        // target holds to serde_json's reading.
         let body: Value = serde_json::from_slice(&input.body)
             .or_else(|_| serde_json::from_slice(&without_surrogate_escapes(&input.body)))
-            .unwrap_or_else(|e| panic!("allowed a POST body serde_json refuses: {e}"));
+            .unwrap_or_else(|e| {
+                assert!(
+                    e.to_string().contains("number out of range"),
+                    "allowed a POST body serde_json refuses: {e}"
+                );
+                reader_messages(&input.body)
+            });
         let messages = match &body {
             Value::Array(batch) => batch.iter().collect(),
             one => vec![one],
