@@ -94,6 +94,12 @@ pub fn parse_body(body: &[u8], limits: Limits) -> Result<Vec<Call>, BodyError> {
         return Err(BodyError::TooLarge);
     }
     check_depth(body, limits.max_depth)?;
+    // RFC 8259 §8.1: JSON text is UTF-8. serde_json skips the strings of members we ignore
+    // without validating them; Python's `json` refuses such a body and body-parser replaces the
+    // bytes, so the server would not read what we read.
+    if std::str::from_utf8(body).is_err() {
+        return Err(BodyError::NotJsonRpc);
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     let parsed = de.deserialize_any(BodyVisitor {
         max_batch: limits.max_batch,
@@ -328,12 +334,11 @@ impl<'de> Visitor<'de> for RefVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Reference, A::Error> {
-        let mut seen: Vec<String> = Vec::new();
+        // The same bookkeeping as the message and `params`: linear, at most MAX_MEMBERS.
+        let mut seen = Seen::default();
         let (mut kind, mut name, mut uri) = (None, None, None);
         while let Some(key) = map.next_key::<String>()? {
-            if seen.contains(&key) {
-                return Err(de::Error::custom(DUPLICATE));
-            }
+            seen.add(&key)?;
             match key.as_str() {
                 "type" => kind = Some(map.next_value::<String>()?),
                 "name" => name = Some(map.next_value::<String>()?),
@@ -342,7 +347,6 @@ impl<'de> Visitor<'de> for RefVisitor {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
-            seen.push(key);
         }
         Ok(match kind.as_deref() {
             Some("ref/prompt") => Reference::Prompt(name),
@@ -491,6 +495,15 @@ mod tests {
         let top: Vec<String> = (0..7000).map(|i| format!("\"{}\":0", name(i))).collect();
         let top = format!(r#"{{"jsonrpc":"2.0","method":"x",{}}}"#, top.join(","));
         assert_eq!(parse(&top), Err(BodyError::TooManyMembers));
+        // So is a completion reference: its member names were once kept in a list scanned per
+        // member (quadratic; found reading the fuzz targets' coverage).
+        let refs: Vec<String> = (0..7000).map(|i| format!("\"{}\":0", name(i))).collect();
+        let refs = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{{"ref":{{"type":"ref/prompt",{}}}}}}}"#,
+            refs.join(",")
+        );
+        assert!(refs.len() < 65536, "{}", refs.len());
+        assert_eq!(parse(&refs), Err(BodyError::TooManyMembers));
         // A duplicate is still named as such, whatever the count.
         assert_eq!(
             parse(r#"{"jsonrpc":"2.0","id":1,"id":2}"#),

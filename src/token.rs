@@ -163,7 +163,15 @@ fn parse(token: &str, max_len: usize) -> Result<Parsed<'_>, TokenError> {
     if h64.is_empty() || p64.is_empty() || signature.is_empty() {
         return Err(TokenError::Malformed);
     }
-    let decode = |s: &str| URL_SAFE_NO_PAD.decode(s).map_err(|_| TokenError::Malformed);
+    // RFC 7519 §7.2 steps 2 and 10: each segment decodes to UTF-8 JSON. serde_json skips the
+    // strings of members we do not read without validating them, so check the whole text.
+    let decode = |s: &str| {
+        URL_SAFE_NO_PAD
+            .decode(s)
+            .ok()
+            .filter(|b| std::str::from_utf8(b).is_ok())
+            .ok_or(TokenError::Malformed)
+    };
     // Duplicate members of the fields we read are a deserialization error (RFC 7515 §5.2:
     // reject duplicate header parameter names).
     let header: Header =

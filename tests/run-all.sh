@@ -60,6 +60,11 @@ cargo build --locked --bins
 cargo test --locked 2>&1 | tee "$logs/cargo-test.log"
 python3 tests/floor.py cargo "$logs/cargo-test.log"
 
+step "fuzzing: rustfmt and clippy on fuzz/, then every target for 20 s (long run: fuzz/run.sh --seconds 3600)"
+cargo fmt --manifest-path fuzz/Cargo.toml --all -- --check
+CARGO_TARGET_DIR=$root/target cargo clippy --manifest-path fuzz/Cargo.toml --locked --all-targets -- -D warnings
+fuzz/run.sh --seconds 20
+
 step "release build, exactly as the container image's build stage runs it (deploy/docker/Dockerfile)"
 deploy/docker/build.sh target/docker
 
