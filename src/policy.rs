@@ -191,6 +191,14 @@ fn refuse_ambiguous(raw: &str) -> Result<(), UriError> {
     if before_query.split('/').any(|seg| seg == "." || seg == "..") {
         return Err(UriError::DotSegment);
     }
+    // User information, even an empty one (`urn://:@`): the `url` crate drops it, Node's parser
+    // refuses the URL (URL Standard §4.4 authority state); a non-empty one is refused below too.
+    if let Some((_, rest)) = before_query.split_once(':')
+        && let Some(authority) = rest.strip_prefix("//")
+        && authority.split('/').next().unwrap_or("").contains('@')
+    {
+        return Err(UriError::UserInfo);
+    }
     // Windows drive letters in `file:` URIs (URL Standard §4.4 "file host state", "path state",
     // "Windows drive letter"): parsers disagree on the host before one (the `url` crate reads
     // `file://LocalHost./C:` as `file:///C:`, Node's parser keeps the host) and `..` never pops
@@ -781,6 +789,9 @@ resources:
             ("https:.", UriError::DotSegment),
             // Found by tests/props.rs: the `url` crate reads `file:///C:`, ada keeps the host.
             ("file://LocalHost./C:", UriError::DriveLetter),
+            // Found by tests/props.rs: the `url` crate reads `urn://`, ada refuses it.
+            ("urn://:@", UriError::UserInfo),
+            ("https://@api.example.com/public", UriError::UserInfo),
             ("file:///public/C|/x", UriError::DriveLetter),
             ("FILE://C:/secret", UriError::DriveLetter),
             ("https://public@secret.example/", UriError::UserInfo),

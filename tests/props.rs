@@ -833,6 +833,7 @@ fn the_oracle_distinguishes_rules() {
 fn whatwg_disagreements_found_by_long_runs_stay_refused() {
     for raw in [
         "file://LocalHost./C:",
+        "urn://:@",
         "file:///public/^",
         "file://///secret/",
         "https:.",
