@@ -182,7 +182,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Routes::new(health_service)
             .add_service(DenyUndecodable::new(
                 AuthorizationServer::new(service)
-                    .max_decoding_message_size(crate::authz::MAX_CHECK_MESSAGE_BYTES),
+                    .max_decoding_message_size(crate::config::MAX_CHECK_MESSAGE_BYTES),
                 authorizer.clone(),
                 metrics.clone(),
             ))

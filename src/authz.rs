@@ -391,9 +391,9 @@ impl AuthzService {
 /// The one RPC Envoy calls; any other path keeps tonic's own answer (`UNIMPLEMENTED`).
 const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
 
-/// Largest CheckRequest the service decodes (tonic's default, made explicit so
-/// `config::MAX_ENVOY_REQUEST_BYTES` can be derived from it). Larger ones are denied.
-pub const MAX_CHECK_MESSAGE_BYTES: usize = 4 << 20;
+/// Largest CheckRequest the service decodes (defined beside the `envoy.max_request_bytes`
+/// bound derived from it). Larger ones are denied.
+pub use crate::config::MAX_CHECK_MESSAGE_BYTES;
 
 /// Wraps the Check service so that every request reaching it gets a denial CheckResponse when
 /// the generated server would answer with a gRPC error instead: a CheckRequest tonic cannot

@@ -10,7 +10,7 @@ use aws_lc_rs::digest;
 
 use crate::jwks::{JwksManager, KeysState};
 use crate::metrics::Metrics;
-use crate::token::Principal;
+use crate::principal::Principal;
 
 /// How many entries one overflow evicts (amortises the scan).
 const EVICT_BATCH: usize = 64;

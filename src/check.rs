@@ -2,6 +2,7 @@
 //! credentials, token, scopes → allow (with identity headers) or a denial reason.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -9,16 +10,16 @@ use arc_swap::ArcSwap;
 use crate::cache::TokenCache;
 use crate::challenge::{ChallengeTarget, DenyReason};
 use crate::config::{
-    Config, IdentityHeaders, PREFLIGHT_CONTEXT_KEY, PREFLIGHTS_BY_PROXY, Resource, StepUpStrategy,
-    expand_scopes,
+    Config, IdentityHeaders, McpRules, PREFLIGHT_CONTEXT_KEY, PREFLIGHTS_BY_PROXY, Resource,
+    StepUpStrategy, expand_scopes,
 };
-use crate::explain::Trace;
 use crate::jwks::JwksManager;
 use crate::mcp::{self, BodyError, Call};
 use crate::policy::{self, Requirement};
 use crate::scope::Scopes;
 use crate::session;
 use crate::token::{self, Principal};
+use crate::trace::Trace;
 
 /// One request as Envoy described it (protobuf stays in `authz`).
 #[derive(Debug, Default, Clone)]
@@ -114,182 +115,323 @@ impl Authorizer {
 
     /// [`Authorizer::decide`], recording each step (for `mcp-authz explain`). With tracing on
     /// the token cache is bypassed so every validation step really runs.
+    ///
+    /// The steps, in order, each a function below returning its result or the answer reached
+    /// early (a denial, or a public route's allow): path, resource, route, credentials, token,
+    /// body and MCP rules, scopes, session.
     pub async fn decide_traced(&self, input: &CheckInput, now: u64, trace: &mut Trace) -> Decision {
         // Before the configuration: see `TokenCache::epoch` (a reload must not be outlived).
         let epoch = self.cache.epoch();
         let config = self.config.load_full();
-        let deny = |reason, resource: Option<&Resource>| {
-            Decision::Deny(Denied {
-                reason,
-                resource: resource.map(|r| r.id.clone()),
-                route: None,
-                target: resource.map(target),
-                scope: None,
-                principal: None,
-                inspection: None,
-            })
-        };
+        match self.steps(&config, input, now, epoch, trace).await {
+            ControlFlow::Continue(allowed) | ControlFlow::Break(allowed) => allowed,
+        }
+    }
+
+    async fn steps(
+        &self,
+        config: &Config,
+        input: &CheckInput,
+        now: u64,
+        epoch: u64,
+        trace: &mut Trace,
+    ) -> ControlFlow<Decision, Decision> {
         let method = input.method.to_ascii_uppercase();
         let host = policy::authority_host(&input.host);
-        let Ok(path) = trace.check("path", policy::normalize_path(&input.path), |p| {
-            format!("{p} (normalized)")
-        }) else {
-            return deny(DenyReason::BadPath, None);
-        };
-        let selected = policy::select_resource(&config, &input.context_extensions, &host, &path);
-        let resource = match selected {
-            Ok(r) => {
-                trace.ok("resource", || format!("{} ({})", r.id, r.uri));
-                r
-            }
-            Err(miss) => {
-                trace.fail("resource", &format!("{miss:?}"));
-                let reason = match miss {
-                    policy::ResourceMiss::UnknownId => DenyReason::UnknownResource,
-                    policy::ResourceMiss::NoMatch => DenyReason::NoRoute,
-                    policy::ResourceMiss::Ambiguous => DenyReason::BadPath,
-                };
-                return deny(reason, None);
-            }
-        };
-        let allow_public = |route: &str| {
-            Decision::Allow(Allowed {
-                resource: resource.id.clone(),
-                route: route.to_owned(),
-                principal: None,
-                inspection: None,
-                session_id: None,
-            })
-        };
-        let preflight = method == "OPTIONS" && is_cors_preflight(input);
-        if policy::is_always_public(resource, &method, &path, preflight) {
-            trace.ok("route", || {
-                "PRM well-known path or CORS preflight: public".into()
-            });
-            return allow_public("well-known");
-        }
-        let (route, baseline, mcp_rules) =
-            match policy::match_route(resource, &host, &method, &path) {
-                Requirement::Public { route } => {
-                    trace.ok("route", || format!("{route}: public"));
-                    return allow_public(route);
-                }
-                Requirement::Deny => {
-                    trace.fail(
-                        "route",
-                        &"no route matches and the resource default is deny",
-                    );
-                    return deny(DenyReason::NoRoute, Some(resource));
-                }
-                Requirement::Ambiguous => {
-                    trace.fail(
-                    "route",
-                    &"a case-insensitive, trailing-slash-tolerant router would pick another route",
-                );
-                    return deny(DenyReason::BadPath, Some(resource));
-                }
-                Requirement::Scopes { route, scopes, mcp } => {
-                    trace.ok("route", || {
-                        let rules = if mcp.is_some() {
-                            "; MCP rules for POST bodies"
-                        } else {
-                            ""
-                        };
-                        format!("{route}: scopes [{}]{rules}", scopes.joined())
-                    });
-                    (route, scopes, mcp)
-                }
-            };
-        let denied = |reason, scope: Option<String>, principal: Option<Principal>, inspection| {
-            Decision::Deny(Denied {
-                reason,
-                resource: Some(resource.id.clone()),
-                route: Some(route.to_owned()),
-                target: Some(target(resource)),
-                scope,
-                principal,
-                inspection,
-            })
-        };
-        let token = match trace.check("credentials", bearer_token(input), |t| {
-            format!("Bearer token, {} bytes", t.len())
-        }) {
-            Ok(t) => t,
-            Err(DenyReason::NoCredentials) => {
-                // MCP 2025-11-25: the 401 SHOULD name the scopes this request needs.
-                let scope = (!baseline.is_empty()).then(|| baseline.joined());
-                return denied(DenyReason::NoCredentials, scope, None, None);
-            }
-            Err(reason) => return denied(reason, None, None, None),
-        };
+        let path = step_path(input, trace)?;
+        let resource = step_resource(config, input, &host, &path, trace)?;
+        let route = step_route(resource, input, &method, &host, &path, trace)?;
+        let token = route.step_credentials(input, trace)?;
+        let principal = self
+            .step_token(&route, config, token, now, epoch, trace)
+            .await?;
+        let (required, inspection) = route.step_body(config, input, &method, &principal, trace)?;
+        route.step_scopes(&principal, &required, inspection, trace)?;
+        let session_id = route.step_session(config, input, &principal, inspection, trace)?;
+        ControlFlow::Continue(Decision::Allow(Allowed {
+            resource: resource.id.clone(),
+            route: route.name.to_owned(),
+            principal: Some(principal),
+            inspection,
+            session_id,
+        }))
+    }
+
+    /// Token: from the cache when this exact token was verified for this resource under the
+    /// same keys and configuration, else validated (signature, issuer, claims, audience).
+    async fn step_token(
+        &self,
+        route: &Matched<'_>,
+        config: &Config,
+        token: &str,
+        now: u64,
+        epoch: u64,
+        trace: &mut Trace,
+    ) -> ControlFlow<Decision, Principal> {
+        let resource = route.resource;
         let cache_key = TokenCache::key(&resource.id, token);
         let cached = if trace.enabled() {
             None
         } else {
             self.cache.get(&cache_key, now, &self.jwks, epoch)
         };
-        let principal = match cached {
-            Some(p) => p,
-            None => match self
-                .validate(token, resource, now, config.max_token_bytes, trace)
-                .await
-            {
-                Ok(v) => {
-                    self.cache.insert(
-                        cache_key,
-                        v.principal.clone(),
-                        v.key_generation,
-                        v.expires_at,
-                        now,
-                        epoch,
-                    );
-                    v.principal
-                }
-                Err(e) => return denied(DenyReason::Token(e), None, None, None),
-            },
-        };
-        // MCP-aware rules read the JSON-RPC body of POSTs (seed Part 2 Step 4: each tool checks
-        // its scopes); GET streams and DELETE get the route's scopes only.
-        let mut required = baseline.clone();
-        let mut inspection = None;
-        if let Some(rules) = mcp_rules.filter(|_| method == "POST") {
-            if !identity_encoding(input.header("content-encoding")) {
-                trace.fail("body", &"content-encoded body");
-                return denied(DenyReason::UnsupportedEncoding, None, Some(principal), None);
+        if let Some(p) = cached {
+            return ControlFlow::Continue(p);
+        }
+        match self
+            .validate(token, resource, now, config.max_token_bytes, trace)
+            .await
+        {
+            Ok(v) => {
+                self.cache.insert(
+                    cache_key,
+                    v.principal.clone(),
+                    v.key_generation,
+                    v.expires_at,
+                    now,
+                    epoch,
+                );
+                ControlFlow::Continue(v.principal)
             }
-            let calls = trace.check("body", inspect_body(input, &config), |calls| {
-                let parts: Vec<String> = calls
-                    .iter()
-                    .map(|c| {
-                        format!(
-                            "{} {}",
-                            c.method.as_deref().unwrap_or("(response)"),
-                            c.target().unwrap_or("")
-                        )
-                        .trim()
-                        .to_owned()
-                    })
-                    .collect();
-                format!("JSON-RPC: {}", parts.join(", "))
-            });
-            let calls = match calls {
-                Ok(c) => c,
-                Err(e) => {
-                    let reason = DenyReason::Body(e);
-                    return denied(reason, None, Some(principal), Some(reason.shape().label));
-                }
+            Err(e) => route.deny(DenyReason::Token(e), None, None, None),
+        }
+    }
+}
+
+/// A denial before any route was chosen (no scope, no principal, no inspection).
+fn deny_early<T>(reason: DenyReason, resource: Option<&Resource>) -> ControlFlow<Decision, T> {
+    ControlFlow::Break(Decision::Deny(Denied {
+        reason,
+        resource: resource.map(|r| r.id.clone()),
+        route: None,
+        target: resource.map(target),
+        scope: None,
+        principal: None,
+        inspection: None,
+    }))
+}
+
+/// Path: the `:path` normalised (`policy::normalize_path`), or 400 `bad_path`.
+fn step_path(input: &CheckInput, trace: &mut Trace) -> ControlFlow<Decision, String> {
+    match trace.check("path", policy::normalize_path(&input.path), |p| {
+        format!("{p} (normalized)")
+    }) {
+        Ok(p) => ControlFlow::Continue(p),
+        Err(_) => deny_early(DenyReason::BadPath, None),
+    }
+}
+
+/// Resource: Envoy's context extension, else host and longest path prefix.
+fn step_resource<'c>(
+    config: &'c Config,
+    input: &CheckInput,
+    host: &str,
+    path: &str,
+    trace: &mut Trace,
+) -> ControlFlow<Decision, &'c Resource> {
+    match policy::select_resource(config, &input.context_extensions, host, path) {
+        Ok(r) => {
+            trace.ok("resource", || format!("{} ({})", r.id, r.uri));
+            ControlFlow::Continue(r)
+        }
+        Err(miss) => {
+            trace.fail("resource", &format!("{miss:?}"));
+            let reason = match miss {
+                policy::ResourceMiss::UnknownId => DenyReason::UnknownResource,
+                policy::ResourceMiss::NoMatch => DenyReason::NoRoute,
+                policy::ResourceMiss::Ambiguous => DenyReason::BadPath,
             };
-            inspection = Some("ok");
-            match trace.check("mcp rules", policy::mcp_requirement(rules, &calls), |x| {
-                format!("add [{}]", x.joined())
-            }) {
-                Ok(extra) => required.extend(extra.iter().map(str::to_owned)),
-                Err(d) => {
-                    return denied(DenyReason::McpDenied(d), None, Some(principal), inspection);
-                }
+            deny_early(reason, None)
+        }
+    }
+}
+
+/// Route: the well-known PRM paths and CORS preflights, then the first matching route, then
+/// the resource default. A public route is answered here.
+fn step_route<'c>(
+    resource: &'c Resource,
+    input: &CheckInput,
+    method: &str,
+    host: &str,
+    path: &str,
+    trace: &mut Trace,
+) -> ControlFlow<Decision, Matched<'c>> {
+    let allow_public = |route: &str| {
+        ControlFlow::Break(Decision::Allow(Allowed {
+            resource: resource.id.clone(),
+            route: route.to_owned(),
+            principal: None,
+            inspection: None,
+            session_id: None,
+        }))
+    };
+    let preflight = method == "OPTIONS" && is_cors_preflight(input);
+    if policy::is_always_public(resource, method, path, preflight) {
+        trace.ok("route", || {
+            "PRM well-known path or CORS preflight: public".into()
+        });
+        return allow_public("well-known");
+    }
+    match policy::match_route(resource, host, method, path) {
+        Requirement::Public { route } => {
+            trace.ok("route", || format!("{route}: public"));
+            allow_public(route)
+        }
+        Requirement::Deny => {
+            trace.fail(
+                "route",
+                &"no route matches and the resource default is deny",
+            );
+            deny_early(DenyReason::NoRoute, Some(resource))
+        }
+        Requirement::Ambiguous => {
+            trace.fail(
+                "route",
+                &"a case-insensitive, trailing-slash-tolerant router would pick another route",
+            );
+            deny_early(DenyReason::BadPath, Some(resource))
+        }
+        Requirement::Scopes { route, scopes, mcp } => {
+            trace.ok("route", || {
+                let rules = if mcp.is_some() {
+                    "; MCP rules for POST bodies"
+                } else {
+                    ""
+                };
+                format!("{route}: scopes [{}]{rules}", scopes.joined())
+            });
+            ControlFlow::Continue(Matched {
+                resource,
+                name: route,
+                baseline: scopes,
+                mcp,
+            })
+        }
+    }
+}
+
+/// A route that needs a token: the steps after it deny with its resource and name.
+struct Matched<'c> {
+    resource: &'c Resource,
+    name: &'c str,
+    /// The route's own scopes (the MCP rules may add to them).
+    baseline: &'c Scopes,
+    mcp: Option<&'c McpRules>,
+}
+
+impl Matched<'_> {
+    fn deny<T>(
+        &self,
+        reason: DenyReason,
+        scope: Option<String>,
+        principal: Option<Principal>,
+        inspection: Option<&'static str>,
+    ) -> ControlFlow<Decision, T> {
+        ControlFlow::Break(Decision::Deny(Denied {
+            reason,
+            resource: Some(self.resource.id.clone()),
+            route: Some(self.name.to_owned()),
+            target: Some(target(self.resource)),
+            scope,
+            principal,
+            inspection,
+        }))
+    }
+
+    /// Credentials: one `Authorization: Bearer` token, never a query token.
+    fn step_credentials<'i>(
+        &self,
+        input: &'i CheckInput,
+        trace: &mut Trace,
+    ) -> ControlFlow<Decision, &'i str> {
+        match trace.check("credentials", bearer_token(input), |t| {
+            format!("Bearer token, {} bytes", t.len())
+        }) {
+            Ok(t) => ControlFlow::Continue(t),
+            Err(DenyReason::NoCredentials) => {
+                // MCP 2025-11-25: the 401 SHOULD name the scopes this request needs.
+                let scope = (!self.baseline.is_empty()).then(|| self.baseline.joined());
+                self.deny(DenyReason::NoCredentials, scope, None, None)
+            }
+            Err(reason) => self.deny(reason, None, None, None),
+        }
+    }
+
+    /// Body and MCP rules: the scopes this request needs (the route's, plus what the MCP rules
+    /// add for a POST's JSON-RPC messages), and the inspection outcome. MCP-aware rules read
+    /// the JSON-RPC body of POSTs (seed Part 2 Step 4: each tool checks its scopes); GET
+    /// streams and DELETE get the route's scopes only.
+    fn step_body(
+        &self,
+        config: &Config,
+        input: &CheckInput,
+        method: &str,
+        principal: &Principal,
+        trace: &mut Trace,
+    ) -> ControlFlow<Decision, (Scopes, Option<&'static str>)> {
+        let mut required = self.baseline.clone();
+        let Some(rules) = self.mcp.filter(|_| method == "POST") else {
+            return ControlFlow::Continue((required, None));
+        };
+        if !identity_encoding(input.header("content-encoding")) {
+            trace.fail("body", &"content-encoded body");
+            return self.deny(
+                DenyReason::UnsupportedEncoding,
+                None,
+                Some(principal.clone()),
+                None,
+            );
+        }
+        let calls = trace.check("body", inspect_body(input, config), |calls| {
+            let parts: Vec<String> = calls
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{} {}",
+                        c.method.as_deref().unwrap_or("(response)"),
+                        c.target().unwrap_or("")
+                    )
+                    .trim()
+                    .to_owned()
+                })
+                .collect();
+            format!("JSON-RPC: {}", parts.join(", "))
+        });
+        let calls = match calls {
+            Ok(c) => c,
+            Err(e) => {
+                let reason = DenyReason::Body(e);
+                let label = Some(reason.shape().label);
+                return self.deny(reason, None, Some(principal.clone()), label);
+            }
+        };
+        let inspection = Some("ok");
+        match trace.check("mcp rules", policy::mcp_requirement(rules, &calls), |x| {
+            format!("add [{}]", x.joined())
+        }) {
+            Ok(extra) => required.extend(extra.iter().map(str::to_owned)),
+            Err(d) => {
+                return self.deny(
+                    DenyReason::McpDenied(d),
+                    None,
+                    Some(principal.clone()),
+                    inspection,
+                );
             }
         }
-        let granted = expand_scopes(resource, &principal.scopes);
+        ControlFlow::Continue((required, inspection))
+    }
+
+    /// Scopes: every required scope granted (after the resource's scope expansion), or 403
+    /// `insufficient_scope` with the step-up `scope=`.
+    fn step_scopes(
+        &self,
+        principal: &Principal,
+        required: &Scopes,
+        inspection: Option<&'static str>,
+        trace: &mut Trace,
+    ) -> ControlFlow<Decision> {
+        let granted = expand_scopes(self.resource, &principal.scopes);
         let missing: Vec<&str> = required.iter().filter(|s| !granted.contains(*s)).collect();
         let scopes_ok = if missing.is_empty() {
             Ok(())
@@ -306,46 +448,49 @@ impl Authorizer {
                 )
             })
             .ok();
-        if !missing.is_empty() {
-            let scope = step_up_scope(resource, &principal.scopes, &required);
-            return denied(
-                DenyReason::InsufficientScope,
-                Some(scope),
-                Some(principal),
-                inspection,
-            );
+        if missing.is_empty() {
+            return ControlFlow::Continue(());
         }
-        // MCP authorization "Session Hijacking": a session is usable only by the principal
-        // that opened it (`session.rs`). Checked once the request is otherwise allowed, so a
-        // 401/403 challenge still comes first and a 404 means only "not your session".
-        let session_id = match (&config.sessions, input.header("mcp-session-id")) {
-            (Some(key), Some(wrapped)) => {
-                let bound = session::binding(&resource.id, &principal);
-                match bound.as_deref().and_then(|b| key.unwrap(b, wrapped)) {
-                    Some(id) => {
-                        trace.ok("session", || "bound to this principal".into());
-                        Some(id.to_owned())
-                    }
-                    None => {
-                        trace.fail("session", &"not a session this principal opened");
-                        return denied(
-                            DenyReason::UnknownSession,
-                            None,
-                            Some(principal),
-                            inspection,
-                        );
-                    }
-                }
-            }
-            _ => None,
-        };
-        Decision::Allow(Allowed {
-            resource: resource.id.clone(),
-            route: route.to_owned(),
-            principal: Some(principal),
+        let scope = step_up_scope(self.resource, &principal.scopes, required);
+        self.deny(
+            DenyReason::InsufficientScope,
+            Some(scope),
+            Some(principal.clone()),
             inspection,
-            session_id,
-        })
+        )
+    }
+
+    /// Session: MCP authorization "Session Hijacking": a session is usable only by the
+    /// principal that opened it (`session.rs`). Checked once the request is otherwise allowed,
+    /// so a 401/403 challenge still comes first and a 404 means only "not your session".
+    /// Returns the MCP server's own session id, unwrapped.
+    fn step_session(
+        &self,
+        config: &Config,
+        input: &CheckInput,
+        principal: &Principal,
+        inspection: Option<&'static str>,
+        trace: &mut Trace,
+    ) -> ControlFlow<Decision, Option<String>> {
+        let (Some(key), Some(wrapped)) = (&config.sessions, input.header("mcp-session-id")) else {
+            return ControlFlow::Continue(None);
+        };
+        let bound = session::binding(&self.resource.id, principal);
+        match bound.as_deref().and_then(|b| key.unwrap(b, wrapped)) {
+            Some(id) => {
+                trace.ok("session", || "bound to this principal".into());
+                ControlFlow::Continue(Some(id.to_owned()))
+            }
+            None => {
+                trace.fail("session", &"not a session this principal opened");
+                self.deny(
+                    DenyReason::UnknownSession,
+                    None,
+                    Some(principal.clone()),
+                    inspection,
+                )
+            }
+        }
     }
 }
 

@@ -18,7 +18,8 @@ use serde_json::Value;
 use tokio::sync::watch;
 use url::Url;
 
-use crate::config::{Alg, Config, IssuerKeysConfig, JwksSettings, KeySource, check_fetch_url};
+use crate::config::{Alg, Config, IssuerKeysConfig, JwksSettings, KeySource};
+use crate::fetch_url::check_fetch_url;
 use crate::metrics::Metrics;
 
 /// Why a key set could not be obtained. Load-time only: it never reaches a client.
@@ -117,7 +118,7 @@ impl Key {
         }
         // EC and Ed25519: jsonwebtoken's aws-lc-rs verifier (parsing once gains nothing there).
         let provider = &jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER;
-        (provider.verifier_factory)(&crate::token::jwt_alg(alg), &self.decoding)
+        (provider.verifier_factory)(&jwt_alg(alg), &self.decoding)
             .is_ok_and(|v| v.verify(message, &signature.to_vec()).is_ok())
     }
 }
@@ -925,6 +926,22 @@ pub fn discovery_urls(issuer: &str) -> Result<Vec<Url>, JwksError> {
         .iter()
         .map(|s| Url::parse(s).map_err(|e| bad(e.to_string())))
         .collect()
+}
+
+/// The `jsonwebtoken` name of an algorithm we accept.
+fn jwt_alg(a: Alg) -> jsonwebtoken::Algorithm {
+    use jsonwebtoken::Algorithm as J;
+    match a {
+        Alg::RS256 => J::RS256,
+        Alg::RS384 => J::RS384,
+        Alg::RS512 => J::RS512,
+        Alg::PS256 => J::PS256,
+        Alg::PS384 => J::PS384,
+        Alg::PS512 => J::PS512,
+        Alg::ES256 => J::ES256,
+        Alg::ES384 => J::ES384,
+        Alg::EdDSA => J::EdDSA,
+    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use aws_lc_rs::hmac;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use crate::token::Principal;
+use crate::principal::Principal;
 
 /// Prefix (and format version) of a wrapped session id.
 const PREFIX: &str = "mab1.";

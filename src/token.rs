@@ -9,9 +9,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::config::{Alg, Resource, TrustedIssuer};
-use crate::explain::Trace;
 use crate::jwks::{JwksManager, KeySet, KeysState};
 use crate::scope::Scopes;
+use crate::trace::Trace;
 
 /// Why a bearer token was refused. Every variant but `NoKeys` is a 401 `invalid_token`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -42,16 +42,7 @@ pub enum TokenError {
     NoKeys,
 }
 
-/// The facts a valid token establishes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    pub issuer: String,
-    pub subject: Option<String>,
-    pub client_id: Option<String>,
-    pub scopes: Scopes,
-    /// `exp`, seconds since the epoch.
-    pub expires_at: u64,
-}
+pub use crate::principal::Principal;
 
 #[derive(Deserialize)]
 struct Header {
@@ -187,21 +178,6 @@ fn parse(token: &str, max_len: usize) -> Result<Parsed<'_>, TokenError> {
         signing_input: &token[..d2],
         signature,
     })
-}
-
-pub(crate) fn jwt_alg(a: Alg) -> jsonwebtoken::Algorithm {
-    use jsonwebtoken::Algorithm as J;
-    match a {
-        Alg::RS256 => J::RS256,
-        Alg::RS384 => J::RS384,
-        Alg::RS512 => J::RS512,
-        Alg::PS256 => J::PS256,
-        Alg::PS384 => J::PS384,
-        Alg::PS512 => J::PS512,
-        Alg::ES256 => J::ES256,
-        Alg::ES384 => J::ES384,
-        Alg::EdDSA => J::EdDSA,
-    }
 }
 
 fn verify_with(set: &KeySet, p: &Parsed<'_>, alg: Alg) -> Option<bool> {

@@ -1,0 +1,322 @@
+//! The validated runtime model: the configuration, its resources, issuers, routes and MCP
+//! rules, key sources and algorithms that the decision reads, and the Envoy and Istio settings
+//! the renderers read. Built only by validation (`validate.rs`,
+//! `resources.rs`), so every value here has been checked.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use url::Url;
+
+use super::schema::{EscapedSlashes, StepUpStrategy};
+use crate::scope::{ScopeSet, Scopes};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub grpc_addr: SocketAddr,
+    /// Check-serving threads, each a single-threaded runtime that owns the connections it is
+    /// handed (`listen.workers`).
+    pub workers: usize,
+    pub admin_addr: SocketAddr,
+    pub jwks: JwksSettings,
+    pub identity: IdentityHeaders,
+    pub max_token_bytes: usize,
+    pub max_body_bytes: usize,
+    pub max_json_depth: usize,
+    pub token_cache_entries: usize,
+    pub resources: Vec<Resource>,
+    /// Every distinct issuer, with where its keys come from.
+    pub issuers: Vec<IssuerKeysConfig>,
+    pub envoy: EnvoySettings,
+    pub istio: IstioSettings,
+    /// The session-binding key (`sessions:`), loaded when the configuration is.
+    pub sessions: Option<crate::session::SessionKey>,
+}
+
+/// Validated `istio:` section.
+#[derive(Debug, Clone)]
+pub struct IstioSettings {
+    /// Extension provider name.
+    pub provider: String,
+    /// Fully qualified host name of the mcp-authz Service.
+    pub service_host: String,
+    pub port: u16,
+    /// `namespace/name` of each Gateway, in configuration order.
+    pub gateways: Vec<String>,
+    /// Resource id → its MCP server in the mesh.
+    pub workloads: BTreeMap<String, IstioWorkload>,
+}
+
+/// Validated `istio.workloads.<id>`.
+#[derive(Debug, Clone)]
+pub struct IstioWorkload {
+    pub namespace: String,
+    pub selector: BTreeMap<String, String>,
+    /// `(host, port)` of the MCP server's Service.
+    pub destination: (String, u16),
+}
+
+/// Validated `envoy:` section.
+#[derive(Debug, Clone)]
+pub struct EnvoySettings {
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    /// `(host, port)` of mcp-authz as Envoy reaches it.
+    pub authz_address: (String, u16),
+    pub check_timeout: Duration,
+    /// What Envoy is told to buffer (`with_request_body.max_request_bytes`): one byte more
+    /// than `envoy.max_request_bytes` (itself at least `limits.max_body_bytes`).
+    pub max_request_bytes: u32,
+    /// `envoy.max_stream_seconds`.
+    pub max_stream: Duration,
+    pub escaped_slashes: EscapedSlashes,
+    pub cors_allow_origins: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct JwksSettings {
+    pub refresh: Duration,
+    pub min_refresh: Duration,
+    pub max_refresh: Duration,
+    pub retry: Duration,
+    pub unknown_kid_cooldown: Duration,
+    pub max_stale: Duration,
+    pub fetch_timeout: Duration,
+    pub max_response_bytes: usize,
+    pub allow_insecure_http: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct IdentityHeaders {
+    /// Header names; `None`: that header is neither set nor stripped.
+    pub subject: Option<String>,
+    pub client_id: Option<String>,
+    pub scopes: Option<String>,
+    pub issuer: Option<String>,
+    pub forward_authorization: bool,
+    /// Dynamic metadata on allow answers.
+    pub dynamic_metadata: bool,
+}
+
+impl IdentityHeaders {
+    /// The identity header names in use.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        [&self.subject, &self.client_id, &self.scopes, &self.issuer]
+            .into_iter()
+            .filter_map(|h| h.as_deref())
+    }
+}
+
+/// Where an issuer's signing keys come from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum KeySource {
+    /// RFC 8414 then OpenID Connect discovery from the issuer URL.
+    Discovery,
+    JwksUri(Url),
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct IssuerKeysConfig {
+    pub issuer: String,
+    pub source: KeySource,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Alg {
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    ES256,
+    ES384,
+    EdDSA,
+}
+
+impl Alg {
+    pub const ALL: [Alg; 9] = [
+        Alg::RS256,
+        Alg::RS384,
+        Alg::RS512,
+        Alg::PS256,
+        Alg::PS384,
+        Alg::PS512,
+        Alg::ES256,
+        Alg::ES384,
+        Alg::EdDSA,
+    ];
+
+    pub fn parse(s: &str) -> Option<Alg> {
+        Some(match s {
+            "RS256" => Alg::RS256,
+            "RS384" => Alg::RS384,
+            "RS512" => Alg::RS512,
+            "PS256" => Alg::PS256,
+            "PS384" => Alg::PS384,
+            "PS512" => Alg::PS512,
+            "ES256" => Alg::ES256,
+            "ES384" => Alg::ES384,
+            "EdDSA" => Alg::EdDSA,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Alg::RS256 => "RS256",
+            Alg::RS384 => "RS384",
+            Alg::RS512 => "RS512",
+            Alg::PS256 => "PS256",
+            Alg::PS384 => "PS384",
+            Alg::PS512 => "PS512",
+            Alg::ES256 => "ES256",
+            Alg::ES384 => "ES384",
+            Alg::EdDSA => "EdDSA",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TrustedIssuer {
+    pub issuer: String,
+    pub algorithms: Vec<Alg>,
+    pub leeway: Duration,
+    pub extra_audiences: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Resource {
+    pub id: String,
+    /// Canonical URI exactly as configured (no trailing slash): PRM `resource` and required `aud`.
+    pub uri: String,
+    /// Lowercase host of `uri`.
+    pub host: String,
+    /// Path of `uri` (`/` when empty).
+    pub path: String,
+    pub realm: String,
+    pub name: Option<String>,
+    pub documentation: Option<String>,
+    pub scopes_supported: Vec<String>,
+    pub authorization_servers: Vec<String>,
+    pub issuers: Vec<TrustedIssuer>,
+    pub routes: Vec<Route>,
+    /// `(host, port)` of the MCP server behind Envoy, when configured.
+    pub upstream: Option<(String, u16)>,
+    /// `None`: unmatched requests are denied by policy.
+    pub default_scopes: Option<Scopes>,
+    pub implications: HashMap<String, Vec<String>>,
+    pub step_up: StepUpStrategy,
+    /// The path-suffixed PRM URL (RFC 9728 §3.1), used in `resource_metadata`.
+    pub prm_url: String,
+    /// The path part of `prm_url`, and the root well-known path; both are public.
+    pub prm_paths: [String; 2],
+    /// Every scope this resource knows (routes, implications, scopes_supported).
+    pub known_scopes: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum PathMatch {
+    Exact(String),
+    Prefix(String),
+}
+
+impl PathMatch {
+    pub fn matches(&self, path: &str) -> bool {
+        match self {
+            PathMatch::Exact(p) => path == p,
+            PathMatch::Prefix(p) => segment_prefix(p, path),
+        }
+    }
+}
+
+/// `prefix` matches `path` on segment boundaries: `/mcp` matches `/mcp` and `/mcp/x`, not `/mcpx`.
+pub fn segment_prefix(prefix: &str, path: &str) -> bool {
+    prefix == "/"
+        || path == prefix
+        || (path.starts_with(prefix)
+            && (prefix.ends_with('/') || path.as_bytes().get(prefix.len()) == Some(&b'/')))
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    pub host: Option<String>,
+    pub path: PathMatch,
+    /// Upper-case methods; empty = any.
+    pub methods: Vec<String>,
+    pub access: Access,
+    /// JSON-RPC rules for POST bodies, when configured.
+    pub mcp: Option<McpRules>,
+}
+
+/// What an MCP rule allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rule {
+    Deny,
+    Scopes(Scopes),
+}
+
+/// Validated MCP-aware rules of one route.
+#[derive(Debug, Clone)]
+pub struct McpRules {
+    pub methods: HashMap<String, Rule>,
+    pub default_method: Rule,
+    pub tools: HashMap<String, Rule>,
+    pub default_tool: Rule,
+    /// Canonical URI prefixes (`policy::canonical_resource_uri`), longest first.
+    pub resources: Vec<(String, Rule)>,
+    pub default_resource: Rule,
+    pub prompts: HashMap<String, Rule>,
+    pub default_prompt: Rule,
+}
+
+impl McpRules {
+    /// Every scope any rule names.
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        let rules = self
+            .methods
+            .values()
+            .chain(self.tools.values())
+            .chain(self.prompts.values())
+            .chain(self.resources.iter().map(|(_, r)| r))
+            .chain([
+                &self.default_method,
+                &self.default_tool,
+                &self.default_resource,
+                &self.default_prompt,
+            ]);
+        rules
+            .flat_map(|r| match r {
+                Rule::Deny => None,
+                Rule::Scopes(s) => Some(s.iter()),
+            })
+            .flatten()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Access {
+    Public,
+    Scopes(Scopes),
+}
+
+/// Expand granted scopes through the resource's implications (one level is enough when the
+/// configuration lists implied scopes explicitly; we still close transitively).
+pub fn expand_scopes(resource: &Resource, granted: &Scopes) -> ScopeSet {
+    let mut out: ScopeSet = granted.iter().map(str::to_owned).collect();
+    let mut stack: Vec<String> = out.iter().cloned().collect();
+    while let Some(s) = stack.pop() {
+        if let Some(implied) = resource.implications.get(&s) {
+            for x in implied {
+                if out.insert(x.clone()) {
+                    stack.push(x.clone());
+                }
+            }
+        }
+    }
+    out
+}
