@@ -13,6 +13,7 @@ use url::Url;
 use crate::config::Resource;
 
 pub mod envoy;
+mod envoy_routes;
 pub mod istio;
 
 pub use envoy::{AUTHZ_CLUSTER, EnvoyOptions, envoy_bootstrap};
