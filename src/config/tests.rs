@@ -1,5 +1,4 @@
 //! Tests of the configuration: defaults, every validation error with its YAML path, and the
-//! example files.
 
 use super::*;
 use crate::scope::Scopes;
@@ -7,9 +6,9 @@ use crate::scope::Scopes;
 const MIN: &str = r#"
 resources:
   - id: files
-uri: https://mcp.example.com/mcp
-issuers:
-  - issuer: https://iam.example.com
+    uri: https://mcp.example.com/mcp
+    issuers:
+      - issuer: https://iam.example.com
 "#;
 
 #[test]

@@ -68,17 +68,17 @@ fn rsa_keys_verify_each_algorithm_they_accept_and_no_other() {
 fn parse_skips_bad_keys_and_keeps_good_ones() {
     let doc = format!(
         r#"{{"keys":[
-            {},
-            {{"kty":"MLDSA","kid":"pq","pub":"xyz","alg":"ML-DSA-65"}},
-            {{"kty":"oct","kid":"sym","k":"c2VjcmV0"}},
-            {},
-            {},
-            {{"kty":"EC","kid":"p521","crv":"P-521","x":"AA","y":"AA"}},
-            {{"kty":"EC","kid":"p256bad","crv":"P-256","x":"AA","y":"AA"}},
-            {},
-            "not an object",
-            {{"kty":"OKP","crv":"Ed25519","kid":"ed","x":"{}"}}
-        ]}}"#,
+                {},
+                {{"kty":"MLDSA","kid":"pq","pub":"xyz","alg":"ML-DSA-65"}},
+                {{"kty":"oct","kid":"sym","k":"c2VjcmV0"}},
+                {},
+                {},
+                {{"kty":"EC","kid":"p521","crv":"P-521","x":"AA","y":"AA"}},
+                {{"kty":"EC","kid":"p256bad","crv":"P-256","x":"AA","y":"AA"}},
+                {},
+                "not an object",
+                {{"kty":"OKP","crv":"Ed25519","kid":"ed","x":"{}"}}
+            ]}}"#,
         rsa_jwk(2048, r#","kid":"good","alg":"RS256","use":"sig""#),
         rsa_jwk(2048, r#","kid":"enc","use":"enc""#),
         rsa_jwk(1024, r#","kid":"weak""#),

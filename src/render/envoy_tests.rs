@@ -8,12 +8,12 @@ envoy:
   authz_address: 127.0.0.1:9191
 resources:
   - id: files
-uri: https://mcp.example.com/mcp
-name: My Files MCP Server
-documentation: https://mcp.example.com/docs
-scopes_supported: [files:list, files:read]
-upstream: 127.0.0.1:3000
-issuers: [{issuer: https://iam.example.com}]
+    uri: https://mcp.example.com/mcp
+    name: My Files MCP Server
+    documentation: https://mcp.example.com/docs
+    scopes_supported: [files:list, files:read]
+    upstream: 127.0.0.1:3000
+    issuers: [{issuer: https://iam.example.com}]
 "#;
 
 fn config(yaml: &str) -> Config {
@@ -358,17 +358,17 @@ envoy:
   check_timeout_ms: 250
 resources:
   - id: files
-uri: https://mcp.example.com/mcp
-upstream: 127.0.0.1:3000
-issuers: [{issuer: https://iam.example.com}]
+    uri: https://mcp.example.com/mcp
+    upstream: 127.0.0.1:3000
+    issuers: [{issuer: https://iam.example.com}]
   - id: admin
-uri: https://mcp.example.com/mcp/admin
-upstream: admin-mcp.internal:3001
-issuers: [{issuer: https://iam.example.com}]
+    uri: https://mcp.example.com/mcp/admin
+    upstream: admin-mcp.internal:3001
+    issuers: [{issuer: https://iam.example.com}]
   - id: root
-uri: https://other.example.com
-upstream: 127.0.0.1:3002
-issuers: [{issuer: https://iam.example.com}]
+    uri: https://other.example.com
+    upstream: 127.0.0.1:3002
+    issuers: [{issuer: https://iam.example.com}]
 "#;
 
 #[test]

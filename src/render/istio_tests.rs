@@ -11,12 +11,12 @@ istio:
   port: 9000
   gateways: [istio-ingress/public]
   workloads:
-files: {namespace: mcp, selector: {app: files}, destination: files.mcp.svc.cluster.local:8080}
+    files: {namespace: mcp, selector: {app: files}, destination: files.mcp.svc.cluster.local:8080}
 resources:
   - id: files
-uri: https://mcp.example.com/mcp
-issuers: [{issuer: https://iam.example.com}]
-routes: [{path: /mcp, scopes: [files:list]}]
+    uri: https://mcp.example.com/mcp
+    issuers: [{issuer: https://iam.example.com}]
+    routes: [{path: /mcp, scopes: [files:list]}]
 "#;
 
 fn config(yaml: &str) -> Config {
@@ -199,19 +199,19 @@ envoy:
   cors_allow_origins: ["https://inspector.example"]
 istio:
   workloads:
-files: {namespace: mcp, selector: {app: files}, destination: files.mcp.svc.cluster.local:8080}
-files_admin: {namespace: mcp, selector: {app: files}, destination: files.mcp.svc.cluster.local:8080}
-tools: {namespace: tools, selector: {app: tools}, destination: tools.tools.svc.cluster.local:80}
+    files: {namespace: mcp, selector: {app: files}, destination: files.mcp.svc.cluster.local:8080}
+    files_admin: {namespace: mcp, selector: {app: files}, destination: files.mcp.svc.cluster.local:8080}
+    tools: {namespace: tools, selector: {app: tools}, destination: tools.tools.svc.cluster.local:80}
 resources:
   - id: files
-uri: https://mcp.example.com/mcp
-issuers: [{issuer: https://iam.example.com}]
+    uri: https://mcp.example.com/mcp
+    issuers: [{issuer: https://iam.example.com}]
   - id: files_admin
-uri: https://mcp.example.com/mcp/admin
-issuers: [{issuer: https://iam.example.com}]
+    uri: https://mcp.example.com/mcp/admin
+    issuers: [{issuer: https://iam.example.com}]
   - id: tools
-uri: https://tools.example.com
-issuers: [{issuer: https://iam.example.com}]
+    uri: https://tools.example.com
+    issuers: [{issuer: https://iam.example.com}]
 "#;
 
 #[test]
