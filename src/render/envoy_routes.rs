@@ -6,7 +6,8 @@
 
 use super::{
     CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_EXPOSE_HEADERS, CORS_MAX_AGE, Origins,
-    PRM_CACHE_CONTROL, PRM_CORS_ALLOW_METHODS, RenderError, inspects_body, obj, prm_json, seq,
+    PRM_CACHE_CONTROL, PRM_CORS_ALLOW_METHODS, RenderError, RouteOwners, inspects_body, obj,
+    prm_json, seq,
 };
 use crate::config::{
     PREFLIGHT_CONTEXT_KEY, PREFLIGHTS_BY_PROXY, PathMatch, RESOURCE_CONTEXT_KEY, Resource,
@@ -22,21 +23,8 @@ pub(super) fn virtual_host(
     max_request_bytes: u32,
 ) -> Result<Value, RenderError> {
     let mut routes = Vec::new();
-    // Every route key (exact PRM path, or MCP prefix) belongs to one resource on this host;
-    // two resources differing only in scheme or port would otherwise shadow each other.
-    let mut owners: Vec<(String, String)> = Vec::new();
-    let mut check = |key: String, id: &str| -> Result<(), RenderError> {
-        if let Some((_, first)) = owners.iter().find(|(k, _)| *k == key) {
-            return Err(RenderError::RouteConflict {
-                host: host.to_owned(),
-                path: key,
-                first: first.clone(),
-                second: id.to_owned(),
-            });
-        }
-        owners.push((key, id.to_owned()));
-        Ok(())
-    };
+    let mut owners = RouteOwners::new(host);
+    let mut check = |key: String, id: &str| owners.claim(key, id);
 
     // (a) RFC 9728 §3.1: the path-suffixed well-known URL, which clients try first.
     for r in resources {

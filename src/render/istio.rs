@@ -13,8 +13,8 @@ use serde_yaml::Value;
 
 use super::{
     CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_EXPOSE_HEADERS, CORS_MAX_AGE, Origins,
-    PRM_CACHE_CONTROL, PRM_CORS_ALLOW_METHODS, RenderError, duration, group_by_host, inspects_body,
-    obj, prm_json, seq,
+    PRM_CACHE_CONTROL, PRM_CORS_ALLOW_METHODS, RenderError, RouteOwners, duration, group_by_host,
+    inspects_body, obj, prm_json, seq,
 };
 use crate::config::{Config, IstioWorkload, PathMatch, Resource, segment_prefix};
 
@@ -343,20 +343,8 @@ fn virtual_service(
     }
     let first = resources[0];
     let mut routes = Vec::new();
-    // Every route key (exact PRM path, or MCP prefix) belongs to one resource on this host.
-    let mut owners: Vec<(String, String)> = Vec::new();
-    let mut claim = |key: String, id: &str| -> Result<(), RenderError> {
-        if let Some((_, other)) = owners.iter().find(|(k, _)| *k == key) {
-            return Err(RenderError::RouteConflict {
-                host: host.to_owned(),
-                path: key,
-                first: other.clone(),
-                second: id.to_owned(),
-            });
-        }
-        owners.push((key, id.to_owned()));
-        Ok(())
-    };
+    let mut owners = RouteOwners::new(host);
+    let mut claim = |key: String, id: &str| owners.claim(key, id);
     let has_root = resources.iter().any(|r| r.path == "/");
     for r in resources {
         claim(r.prm_paths[0].clone(), &r.id)?;

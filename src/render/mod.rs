@@ -195,6 +195,37 @@ pub(crate) fn seq(items: impl IntoIterator<Item = Value>) -> Value {
     Value::Sequence(items.into_iter().collect())
 }
 
+/// Every route key on one host (an exact PRM path, or an MCP prefix) belongs to one resource:
+/// two resources differing only in scheme or port would otherwise shadow each other, in the
+/// Envoy render and the Istio one alike.
+pub(crate) struct RouteOwners<'h> {
+    host: &'h str,
+    owners: Vec<(String, String)>,
+}
+
+impl<'h> RouteOwners<'h> {
+    pub(crate) fn new(host: &'h str) -> Self {
+        RouteOwners {
+            host,
+            owners: Vec::new(),
+        }
+    }
+
+    /// Give `key` to resource `id`, or refuse if another resource has it.
+    pub(crate) fn claim(&mut self, key: String, id: &str) -> Result<(), RenderError> {
+        if let Some((_, first)) = self.owners.iter().find(|(k, _)| *k == key) {
+            return Err(RenderError::RouteConflict {
+                host: self.host.to_owned(),
+                path: key,
+                first: first.clone(),
+                second: id.to_owned(),
+            });
+        }
+        self.owners.push((key, id.to_owned()));
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
