@@ -19,24 +19,6 @@ use tonic::{Request, Status};
 
 use mcp_authz::pb::envoy::service::auth::v3::CheckResponse;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn tempdir() -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "mcp-authz-hardening-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 /// Issue 12, item 1: Casdoor names kids after certificates, so regenerating a certificate
 /// publishes new material under the same `kid`. A token verified under the old key must be
 /// verified again (and now fail), not served from the cache until its own `exp`.

@@ -12,14 +12,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn logs_never_contain_tokens_and_sigterm_exits_cleanly() {
     let idp = Idp::start(&[&RSA]).await;
@@ -247,16 +239,6 @@ async fn serve_spreads_connections_over_its_check_workers() {
         );
     }
     sigterm_exits_cleanly(child).await;
-}
-
-fn tempdir() -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "mcp-authz-test-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 /// Two policies that decide the probe requests identically but differ elsewhere.

@@ -9,12 +9,12 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Answer, Req, TestKey, now};
+use common::{Answer, Req, TestKey, free_port, now};
 use mcp_authz::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use serde_json::{Value, json};
 
@@ -86,15 +86,6 @@ fn run_promtool(args: &[&str], stdin: Option<&str>) -> String {
         "promtool {args:?} exited with {status}\nstdout:\n{out}\nstderr:\n{err}"
     );
     out.into_owned()
-}
-
-/// A port free right now on 127.0.0.1 (bound, then released for the child to take).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A child process that cannot outlive the test: it runs under `sh`, which kills it by PID

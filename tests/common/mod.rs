@@ -636,3 +636,23 @@ impl From<CheckResponse> for Answer {
 }
 
 pub const PRM_URL: &str = "https://mcp.example.com/.well-known/oauth-protected-resource/mcp";
+
+/// A port free right now on 127.0.0.1 (bound, then released for a child process to take).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A fresh directory under the system temp dir, unique to this process and call.
+pub fn tempdir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "mcp-authz-test-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
