@@ -340,7 +340,7 @@ fn www_authenticate(shape: &DenyShape, t: &ChallengeTarget, scope: Option<&str>)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::UriError;
+    use crate::normalize::UriError;
 
     fn target() -> ChallengeTarget {
         ChallengeTarget {

@@ -12,7 +12,7 @@ use mcp_authz::config::Config;
 use mcp_authz::jwks::JwksManager;
 use mcp_authz::mcp::{BodyError, Limits, parse_body};
 use mcp_authz::metrics::Metrics;
-use mcp_authz::policy::{UriError, canonical_resource_uri};
+use mcp_authz::normalize::{UriError, canonical_resource_uri};
 use mcp_authz::token::{TokenError, validate};
 
 /// fuzz target `normalize`: `https:..//x` has no `..` segment as written, but its WHATWG

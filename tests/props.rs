@@ -14,6 +14,7 @@
 
 use mcp_authz::config::{Config, McpRules};
 use mcp_authz::mcp::{self, Call, Limits, Reference};
+use mcp_authz::normalize;
 use mcp_authz::policy::{self, McpDenial};
 use std::sync::LazyLock;
 
@@ -76,8 +77,8 @@ proptest! {
     /// (minimal input `/%2e`: a `.` segment survives).
     #[test]
     fn path_normalisation_is_idempotent_and_clean(raw in raw_path()) {
-        if let Ok(p) = policy::normalize_path(&raw) {
-            prop_assert_eq!(policy::normalize_path(&p), Ok(p.clone()), "raw {:?}", raw);
+        if let Ok(p) = normalize::normalize_path(&raw) {
+            prop_assert_eq!(normalize::normalize_path(&p), Ok(p.clone()), "raw {:?}", raw);
             prop_assert!(p.starts_with('/'));
             prop_assert!(!p.contains("//"), "{:?} -> {:?}", raw, p);
             prop_assert!(!p.contains(['?', '#', '\\', ';']), "{:?} -> {:?}", raw, p);
@@ -88,8 +89,8 @@ proptest! {
             for esc in ["%2e", "%2f", "%5c", "%00"] {
                 prop_assert!(!lower.contains(esc), "{:?} -> {:?}", raw, p);
             }
-            let f = policy::fold_path(&p);
-            prop_assert_eq!(policy::fold_path(&f), f.clone(), "{:?}", p);
+            let f = normalize::fold_path(&p);
+            prop_assert_eq!(normalize::fold_path(&f), f.clone(), "{:?}", p);
             prop_assert!(f == "/" || !f.ends_with('/'));
         }
     }
@@ -339,13 +340,13 @@ proptest! {
     /// `file:///public/C:/%2e%2e`: accepted, and Node's parser resolves the `%2e%2e`).
     #[test]
     fn resource_uris_agree_with_whatwg(raw in any_uri()) {
-        let ours = policy::canonical_resource_uri(&raw);
+        let ours = normalize::canonical_resource_uri(&raw);
         let ada = ada_href(&raw);
         match (&ours, &ada) {
             (Ok(c), Some(h)) => {
                 prop_assert_eq!(c, h, "raw {:?}", raw);
                 prop_assert_eq!(
-                    policy::canonical_resource_uri(c),
+                    normalize::canonical_resource_uri(c),
                     Ok(c.clone()),
                     "raw {:?}",
                     raw
@@ -840,7 +841,7 @@ fn whatwg_disagreements_found_by_long_runs_stay_refused() {
         "file:///public/C:/%2e%2e",
     ] {
         assert_eq!(
-            policy::canonical_resource_uri(raw).ok(),
+            normalize::canonical_resource_uri(raw).ok(),
             None,
             "{raw:?} is refused (ada reads it as {:?})",
             ada_href(raw)

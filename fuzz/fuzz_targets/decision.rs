@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use libfuzzer_sys::fuzz_target;
 use mcp_authz::check::{CheckInput, Decision};
 use mcp_authz::mcp::{Limits, Reference, parse_body};
-use mcp_authz::policy::normalize_path;
+use mcp_authz::normalize::normalize_path;
 use mcp_authz_fuzz::{FIXTURE, expand_tokens, merge_header};
 use serde_json::{Value, json};
 

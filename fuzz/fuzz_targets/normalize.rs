@@ -1,4 +1,4 @@
-//! Fuzz the path and URI normalisers (`policy::normalize_path`, `fold_path`,
+//! Fuzz the path and URI normalisers (`normalize::normalize_path`, `fold_path`,
 //! `canonical_resource_uri`, `uri_prefix_matches`, `authority_host`): no panic; a normalised
 //! path is absolute, has no empty, `.` or `..` segment, no query or fragment, and normalising
 //! it again changes nothing; a canonical URI is a fixed point that the `url` crate (WHATWG, as
@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mcp_authz::policy::{
+use mcp_authz::normalize::{
     authority_host, canonical_resource_uri, fold_path, normalize_path, uri_prefix_matches,
 };
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use url::Url;
 
 use super::schema::{EscapedSlashes, StepUpStrategy};
+use crate::normalize::segment_prefix;
 use crate::scope::{ScopeSet, Scopes};
 
 #[derive(Debug, Clone)]
@@ -233,14 +234,6 @@ impl PathMatch {
     }
 }
 
-/// `prefix` matches `path` on segment boundaries: `/mcp` matches `/mcp` and `/mcp/x`, not `/mcpx`.
-pub fn segment_prefix(prefix: &str, path: &str) -> bool {
-    prefix == "/"
-        || path == prefix
-        || (path.starts_with(prefix)
-            && (prefix.ends_with('/') || path.as_bytes().get(prefix.len()) == Some(&b'/')))
-}
-
 #[derive(Debug, Clone)]
 pub struct Route {
     pub name: String,
@@ -267,7 +260,7 @@ pub struct McpRules {
     pub default_method: Rule,
     pub tools: HashMap<String, Rule>,
     pub default_tool: Rule,
-    /// Canonical URI prefixes (`policy::canonical_resource_uri`), longest first.
+    /// Canonical URI prefixes (`normalize::canonical_resource_uri`), longest first.
     pub resources: Vec<(String, Rule)>,
     pub default_resource: Rule,
     pub prompts: HashMap<String, Rule>,

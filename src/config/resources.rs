@@ -42,7 +42,7 @@ fn validate_path(at: &str, p: &str) -> Result<String, ConfigError> {
     if !p.starts_with('/') {
         return Err(invalid(at, format!("{p:?} must start with '/'")));
     }
-    if crate::policy::normalize_path(p).as_deref() != Ok(p) {
+    if crate::normalize::normalize_path(p).as_deref() != Ok(p) {
         return Err(invalid(
             at,
             format!(
@@ -473,9 +473,9 @@ fn validate_mcp(at: &str, m: RawMcpRules) -> Result<McpRules, ConfigError> {
     let prompts = validate_rule_map(&format!("{at}.prompts"), &m.prompts)?;
     let mut resources: Vec<(String, Rule)> = Vec::new();
     for (k, rule) in validate_rule_map(&format!("{at}.resources"), &m.resources)? {
-        // Rules match the canonical URI (policy::canonical_resource_uri), so a prefix is
+        // Rules match the canonical URI (normalize::canonical_resource_uri), so a prefix is
         // canonicalised the same way, or refused for what a request would be refused for.
-        let canonical = crate::policy::canonical_resource_uri(&k).map_err(|e| {
+        let canonical = crate::normalize::canonical_resource_uri(&k).map_err(|e| {
             invalid(
                 format!("{at}.resources.{k}"),
                 format!("{k:?} is not a usable resource URI prefix: {e}"),

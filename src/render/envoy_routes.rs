@@ -11,8 +11,8 @@ use super::{
 };
 use crate::config::{
     PREFLIGHT_CONTEXT_KEY, PREFLIGHTS_BY_PROXY, PathMatch, RESOURCE_CONTEXT_KEY, Resource,
-    segment_prefix,
 };
+use crate::normalize::segment_prefix;
 use serde_yaml::Value;
 
 pub(super) fn virtual_host(

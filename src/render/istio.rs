@@ -16,7 +16,8 @@ use super::{
     PRM_CACHE_CONTROL, PRM_CORS_ALLOW_METHODS, RenderError, RouteOwners, duration, group_by_host,
     inspects_body, obj, prm_json, seq,
 };
-use crate::config::{Config, IstioWorkload, PathMatch, Resource, segment_prefix};
+use crate::config::{Config, IstioWorkload, PathMatch, Resource};
+use crate::normalize::segment_prefix;
 
 /// Envoy's default `max_direct_response_body_size_bytes`; a VirtualService cannot raise it.
 const DIRECT_RESPONSE_LIMIT: usize = 4096;
