@@ -130,6 +130,12 @@ MUTATIONS = [
     lambda u: u.replace("config://secret", "config://Secret", 1),
     lambda u: u.replace("/", "\\"),
     lambda u: u.replace("file:///", "file://user@/", 1),
+    # Classes the property tests found where the `url` crate and Node's parser disagree:
+    lambda u: u.replace("file:///", "file://///", 1),
+    lambda u: u.replace("secret/", "secret//", 1),
+    lambda u: u.replace("config://", "config://:@", 1),
+    lambda u: u.replace("file:///", "file://LocalHost./C:/../", 1),
+    lambda u: u.replace("readme", "read^me", 1),
 ]
 
 
