@@ -63,11 +63,14 @@ pub struct Key {
     /// RSA and ML-DSA keys parsed once per algorithm they accept: jsonwebtoken rebuilds an
     /// RSA key from `n`/`e` on every verification, ~18 % of an RS256 check
     /// (benches/BENCHMARKS.md §1), and has no ML-DSA at all.
-    parsed: Vec<(Alg, ParsedPublicKey)>,
+    parsed: ParsedKeys,
     /// SHA-256 of the public key material (type, curve, decoded components): what the
     /// key-set fingerprint compares, so a key replaced under the same `kid` is a new set.
     material: [u8; 32],
 }
+
+/// A public key parsed once for each algorithm it verifies.
+type ParsedKeys = Vec<(Alg, ParsedPublicKey)>;
 
 /// Digest of a key's type and decoded public components, each length-prefixed so no two
 /// different keys share an encoding.
@@ -132,7 +135,7 @@ fn ml_dsa_65(
     expected: Alg,
     encoded: Option<&str>,
     kty: &str,
-) -> Result<(Vec<(Alg, ParsedPublicKey)>, [u8; 32]), SkipReason> {
+) -> Result<(ParsedKeys, [u8; 32]), SkipReason> {
     match alg {
         None => return Err(SkipReason::Malformed),
         Some(a) if a != expected => return Err(SkipReason::UnsupportedAlg),
