@@ -1,7 +1,8 @@
 //! JWS signature verification cost, as `token.rs` pays it on a cache miss: RS256 (2048-bit),
 //! ES256 and EdDSA through `jsonwebtoken::crypto::verify` with the crate's backend
 //! (`aws_lc_rs`), next to aws-lc-rs verifying with a key parsed once (what a pre-parsed JWKS
-//! key would cost). The `rust_crypto` figures in BENCHMARKS.md come from a throwaway crate that
+//! key would cost), and ML-DSA-65 (FIPS 204; Hanzo IAM's `MLDSA65`), which jsonwebtoken does
+//! not have, so only the parsed-once column. The `rust_crypto` figures in BENCHMARKS.md come from a throwaway crate that
 //! runs this same loop against both jsonwebtoken backends in one process.
 //!
 //! `cargo bench --bench crypto [-- --seconds S]`
@@ -11,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::KeySize;
-use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, ParsedPublicKey};
+use aws_lc_rs::signature::{
+    self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, ParsedPublicKey, PqdsaKeyPair,
+};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey};
@@ -29,11 +32,10 @@ fn signing_input(alg: &str) -> String {
 
 struct Case {
     name: &'static str,
-    alg: Algorithm,
     message: String,
     signature_b64: String,
-    /// What `jwks.rs` builds from the JWK.
-    decoding: DecodingKey,
+    /// What `jwks.rs` builds from the JWK for jsonwebtoken, when jsonwebtoken has the algorithm.
+    jwt: Option<(Algorithm, DecodingKey)>,
     /// The same public key, parsed once by aws-lc-rs.
     parsed: ParsedPublicKey,
 }
@@ -55,12 +57,14 @@ fn cases() -> Vec<Case> {
     let public = rsa.public_key();
     out.push(Case {
         name: "RS256 (RSA-2048)",
-        alg: Algorithm::RS256,
         signature_b64: b64(&sig),
-        decoding: DecodingKey::from_rsa_raw_components(
-            public.modulus().big_endian_without_leading_zero(),
-            public.exponent().big_endian_without_leading_zero(),
-        ),
+        jwt: Some((
+            Algorithm::RS256,
+            DecodingKey::from_rsa_raw_components(
+                public.modulus().big_endian_without_leading_zero(),
+                public.exponent().big_endian_without_leading_zero(),
+            ),
+        )),
         parsed: ParsedPublicKey::new(&signature::RSA_PKCS1_2048_8192_SHA256, public.as_ref())
             .expect("parse RSA public key"),
         message,
@@ -72,10 +76,12 @@ fn cases() -> Vec<Case> {
     let point = ec.public_key().as_ref().to_vec();
     out.push(Case {
         name: "ES256 (P-256)",
-        alg: Algorithm::ES256,
         signature_b64: b64(sig.as_ref()),
-        decoding: DecodingKey::from_ec_components(&b64(&point[1..33]), &b64(&point[33..65]))
-            .expect("EC JWK"),
+        jwt: Some((
+            Algorithm::ES256,
+            DecodingKey::from_ec_components(&b64(&point[1..33]), &b64(&point[33..65]))
+                .expect("EC JWK"),
+        )),
         parsed: ParsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, &point)
             .expect("parse EC public key"),
         message,
@@ -88,10 +94,28 @@ fn cases() -> Vec<Case> {
     let x = ed.public_key().as_ref().to_vec();
     out.push(Case {
         name: "EdDSA (Ed25519)",
-        alg: Algorithm::EdDSA,
         signature_b64: b64(sig.as_ref()),
-        decoding: DecodingKey::from_ed_components(&b64(&x)).expect("Ed25519 JWK"),
+        jwt: Some((
+            Algorithm::EdDSA,
+            DecodingKey::from_ed_components(&b64(&x)).expect("Ed25519 JWK"),
+        )),
         parsed: ParsedPublicKey::new(&signature::ED25519, &x).expect("parse Ed25519 key"),
+        message,
+    });
+
+    // ML-DSA-65, pure, empty context (FIPS 204 §5.2/§5.3): the raw 1,952-byte public key, as
+    // Hanzo IAM publishes it in `x`, parsed the way `jwks/keys.rs` parses it.
+    let pq = PqdsaKeyPair::generate(&signature::ML_DSA_65_SIGNING).expect("ML-DSA-65 key");
+    let message = signing_input("MLDSA65");
+    let mut sig = vec![0u8; signature::ML_DSA_65_SIGNING.signature_len()];
+    pq.sign(message.as_bytes(), &mut sig)
+        .expect("ML-DSA-65 sign");
+    out.push(Case {
+        name: "MLDSA65 (ML-DSA-65)",
+        signature_b64: b64(&sig),
+        jwt: None,
+        parsed: ParsedPublicKey::new(&signature::ML_DSA_65, pq.public_key().as_ref())
+            .expect("parse ML-DSA-65 key"),
         message,
     });
     out
@@ -139,14 +163,16 @@ fn main() {
     );
     println!("|---|---|---|");
     for c in cases() {
-        let jwt = time(seconds, || {
-            jsonwebtoken::crypto::verify(
-                black_box(&c.signature_b64),
-                black_box(c.message.as_bytes()),
-                &c.decoding,
-                c.alg,
-            )
-            .unwrap_or(false)
+        let jwt = c.jwt.as_ref().map(|(alg, decoding)| {
+            time(seconds, || {
+                jsonwebtoken::crypto::verify(
+                    black_box(&c.signature_b64),
+                    black_box(c.message.as_bytes()),
+                    decoding,
+                    *alg,
+                )
+                .unwrap_or(false)
+            })
         });
         let raw = URL_SAFE_NO_PAD
             .decode(&c.signature_b64)
@@ -156,11 +182,9 @@ fn main() {
                 .verify_sig(black_box(c.message.as_bytes()), black_box(&raw))
                 .is_ok()
         });
-        println!(
-            "| {} | {:.1} µs | {:.1} µs |",
-            c.name,
-            jwt / 1000.0,
-            parsed / 1000.0
-        );
+        let jwt = jwt.map_or("— (no ML-DSA)".to_owned(), |ns| {
+            format!("{:.1} µs", ns / 1000.0)
+        });
+        println!("| {} | {jwt} | {:.1} µs |", c.name, parsed / 1000.0);
     }
 }

@@ -11,7 +11,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
 use url::Url;
 
-use crate::config::{Config, KeySource, Resource};
+use crate::config::{Alg, Config, KeySource, Resource};
 use crate::jwks::{self, JwksManager};
 use crate::metrics::Metrics;
 
@@ -248,6 +248,23 @@ fn check_keys(body: &[u8], issuer: &str, resources: &[&Resource], r: &mut Report
         let Some(t) = res.issuers.iter().find(|t| t.issuer == issuer) else {
             continue;
         };
+        // A key none of whose algorithms is allowed (typically Hanzo IAM's MLDSA65 key while
+        // `algorithms` keeps its default): its tokens are refused as token_disallowed_alg.
+        for k in &keys {
+            let algs: Vec<&str> = Alg::ALL
+                .iter()
+                .filter(|a| k.accepts(**a))
+                .map(|a| a.as_str())
+                .collect();
+            if !t.algorithms.iter().any(|a| k.accepts(*a)) {
+                r.warn(format!(
+                    "resource {}: key {} verifies only {}, not in algorithms: its tokens will be refused",
+                    res.id,
+                    k.kid.as_deref().unwrap_or("(no kid)"),
+                    algs.join(" ")
+                ));
+            }
+        }
         let usable: Vec<&str> = t
             .algorithms
             .iter()

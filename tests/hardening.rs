@@ -1,7 +1,8 @@
 //! Issue 12 regressions, each tried as an attacker would: a cached token outliving its key
 //! (same `kid`, new material), a reload racing an in-flight Check, tokens that say they are
 //! not access tokens, undecodable CheckRequests, a member flood in the body, and claim values
-//! that would forge log lines. Each test failed on the code before its fix.
+//! that would forge log lines. Each test failed on the code before its fix. Issue 13 adds the
+//! first for ML-DSA-65 keys (their raw public key is in the key-set fingerprint).
 
 mod common;
 
@@ -24,9 +25,26 @@ use mcp_authz::pb::envoy::service::auth::v3::CheckResponse;
 /// verified again (and now fail), not served from the cache until its own `exp`.
 #[tokio::test]
 async fn same_kid_new_material_retires_cached_tokens() {
-    let old = TestKey::rsa("cert-1");
+    same_kid_new_material(TestKey::rsa("cert-1"), TestKey::rsa("cert-1")).await;
+}
+
+/// Issue 13: the same for Hanzo IAM's ML-DSA-65 keys: the raw public key is in the key-set
+/// fingerprint, so a regenerated MLDSA65 certificate retires the tokens cached under the old one.
+#[tokio::test]
+async fn same_kid_new_ml_dsa_material_retires_cached_tokens() {
+    same_kid_new_material(
+        TestKey::mldsa("cert-1", false),
+        TestKey::mldsa("cert-1", false),
+    )
+    .await;
+}
+
+async fn same_kid_new_material(old: TestKey, new: TestKey) {
     let idp = Idp::start(&[&old]).await;
-    let yaml = config_yaml(&idp.issuer, "", ROUTES);
+    let yaml = config_yaml(&idp.issuer, "", ROUTES).replace(
+        "algorithms: [RS256, ES256, EdDSA]",
+        "algorithms: [RS256, MLDSA65]",
+    );
     let mut h = Harness::start(idp, &yaml, true).await;
     let token = old.mint(&h.claims("files:list"));
     assert_eq!(h.bearer("POST", "/mcp", &token).await.status, 200);
@@ -41,7 +59,6 @@ async fn same_kid_new_material_retires_cached_tokens() {
     assert_eq!(hits(&h), before + 1, "the token is served from the cache");
 
     // The certificate is regenerated: same kid, new key.
-    let new = TestKey::rsa("cert-1");
     h.idp.set_keys(&[&new]);
     for (issuer, r) in h.app.authorizer.jwks.refresh_all().await {
         assert!(r.is_ok(), "{issuer}: {r:?}");

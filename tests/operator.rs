@@ -130,11 +130,51 @@ async fn doctor_reports_a_healthy_issuer() {
     assert!(report.contains("token audience not checked"), "{report}");
 }
 
+/// Issue 13: Hanzo IAM's ML-DSA-65 key (and the JOSE draft's spelling) are usable keys; while
+/// `algorithms` leaves them out, doctor says their tokens will be refused.
+#[tokio::test]
+async fn doctor_reports_ml_dsa_keys_as_usable() {
+    let idp = Idp::start(&[&RSA, &PQ, &AKP]).await;
+    let yaml = config_yaml(&idp.issuer, "", TOOLS);
+    let (report, worst) = doctor::run(
+        &Config::from_yaml(&yaml).unwrap(),
+        &doctor::Probe::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(worst, doctor::Level::Warn, "{report}");
+    for line in [
+        "key cert-pq: MlDsa65Hanzo, alg MLDSA65",
+        "key akp-1: MlDsa65Akp, alg ML-DSA-65",
+        "key cert-pq verifies only MLDSA65, not in algorithms: its tokens will be refused",
+        "key akp-1 verifies only ML-DSA-65, not in algorithms",
+        "algorithms with a key: RS256",
+    ] {
+        assert!(report.contains(line), "lacks {line:?}:\n{report}");
+    }
+    assert!(!report.contains("skipped"), "{report}");
+    let yaml = yaml.replace(
+        "algorithms: [RS256, ES256, EdDSA]",
+        "algorithms: [RS256, MLDSA65, ML-DSA-65]",
+    );
+    let (report, _) = doctor::run(
+        &Config::from_yaml(&yaml).unwrap(),
+        &doctor::Probe::default(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        report.contains("algorithms with a key: RS256 MLDSA65 ML-DSA-65"),
+        "{report}"
+    );
+    assert!(!report.contains("not in algorithms"), "{report}");
+}
+
 #[tokio::test]
 async fn doctor_finds_problems() {
     // Keys of a kind we cannot use, a scope the AS does not know, no RFC 8707 support.
     let idp = Idp::start_with(
-        json!({"keys": [{"kty":"MLDSA","kid":"pq"}, {"kty":"oct","kid":"h","k":"c2VjcmV0"}]}),
+        json!({"keys": [{"kty":"SLHDSA","kid":"pq"}, {"kty":"MLDSA","kid":"pq-no-alg","x":"AA"}, {"kty":"oct","kid":"h","k":"c2VjcmV0"}]}),
     )
     .await;
     idp.state
@@ -151,6 +191,7 @@ async fn doctor_finds_problems() {
     assert_eq!(worst, doctor::Level::Error, "{report}");
     for line in [
         "key pq skipped (unsupported_kty)",
+        "key pq-no-alg skipped (malformed)",
         "key h skipped (symmetric)",
         "no usable signing key",
         "does not advertise files:admin",

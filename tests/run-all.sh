@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # README command 2: the whole test suite, installing what it needs into the repo itself
-# (.venv for Envoy and the Python SDK, tests/e2e/node_modules for oidc-provider and the TS SDK).
+# (.venv for Envoy and the Python SDK, tests/e2e/node_modules for oidc-provider, the TS SDK and
+# @noble/post-quantum, whose ML-DSA signer tests/check.rs and tests/operator.rs call too).
 # Fails, never skips, when a tool cannot be installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +23,7 @@ ENVOY_BIN=$(.venv/bin/python -c 'import envoy, os; print(os.path.join(os.path.di
 [ -x "$ENVOY_BIN" ] || { echo "envoy binary missing after install: $ENVOY_BIN" >&2; exit 1; }
 export MCP_AUTHZ_ENVOY="$ENVOY_BIN"
 
-step "tools: node packages (oidc-provider, MCP TypeScript SDK)"
+step "tools: node packages (oidc-provider, MCP TypeScript SDK, @noble/post-quantum: also for cargo test)"
 command -v node >/dev/null || { echo "node is required (Node 20)" >&2; exit 1; }
 (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)
 

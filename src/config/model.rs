@@ -125,6 +125,7 @@ pub struct IssuerKeysConfig {
     pub source: KeySource,
 }
 
+/// A JWS algorithm an issuer may be allowed (`algorithms`), named as the token header spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Alg {
     RS256,
@@ -136,10 +137,18 @@ pub enum Alg {
     ES256,
     ES384,
     EdDSA,
+    /// ML-DSA-65 (FIPS 204), pure, empty context, as Hanzo IAM spells it: `alg: "MLDSA65"`,
+    /// verified only with its `kty: "MLDSA"` keys.
+    MLDSA65,
+    /// The same signature as draft-ietf-cose-dilithium spells it for JOSE: `alg: "ML-DSA-65"`,
+    /// verified only with `kty: "AKP"` keys. A separate algorithm, not an alias, so each
+    /// spelling verifies only with keys published in that same spelling.
+    #[allow(non_camel_case_types)]
+    ML_DSA_65,
 }
 
 impl Alg {
-    pub const ALL: [Alg; 9] = [
+    pub const ALL: [Alg; 11] = [
         Alg::RS256,
         Alg::RS384,
         Alg::RS512,
@@ -149,6 +158,8 @@ impl Alg {
         Alg::ES256,
         Alg::ES384,
         Alg::EdDSA,
+        Alg::MLDSA65,
+        Alg::ML_DSA_65,
     ];
 
     pub fn parse(s: &str) -> Option<Alg> {
@@ -162,6 +173,8 @@ impl Alg {
             "ES256" => Alg::ES256,
             "ES384" => Alg::ES384,
             "EdDSA" => Alg::EdDSA,
+            "MLDSA65" => Alg::MLDSA65,
+            "ML-DSA-65" => Alg::ML_DSA_65,
             _ => return None,
         })
     }
@@ -177,6 +190,8 @@ impl Alg {
             Alg::ES256 => "ES256",
             Alg::ES384 => "ES384",
             Alg::EdDSA => "EdDSA",
+            Alg::MLDSA65 => "MLDSA65",
+            Alg::ML_DSA_65 => "ML-DSA-65",
         }
     }
 }

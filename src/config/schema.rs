@@ -431,7 +431,9 @@ pub struct RawIssuer {
     /// Local JWKS file (air-gapped deployments, tests).
     #[serde(default)]
     pub jwks_file: Option<PathBuf>,
-    /// Accepted signature algorithms (default RS256, ES256).
+    /// Accepted signature algorithms (default RS256, ES256): RS256 RS384 RS512 PS256 PS384 PS512
+    /// ES256 ES384 EdDSA, and ML-DSA-65 (FIPS 204) as `MLDSA65` (Hanzo IAM) or `ML-DSA-65` (JOSE
+    /// draft), each verified only with keys published in the same spelling.
     #[serde(default = "default_algs")]
     pub algorithms: Vec<String>,
     /// Clock leeway for `exp`/`nbf`/`iat` (default 30).

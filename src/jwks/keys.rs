@@ -1,10 +1,17 @@
 //! JWKS documents read key by key (RFC 7517): which keys are usable, which are skipped and
 //! why, each key parsed once into verification material bound to its own type and `alg`, and
 //! the key set the Check path picks candidates from.
+//!
+//! Post-quantum keys: ML-DSA-65 (FIPS 204) in exactly two spellings, Hanzo IAM's
+//! (`kty: "MLDSA"`, `alg: "MLDSA65"`, raw public key in `x`) and draft-ietf-cose-dilithium's
+//! JOSE one (`kty: "AKP"`, `alg: "ML-DSA-65"`, raw public key in `pub`), each only with its
+//! own `alg`.
 
 use std::time::Instant;
 
-use aws_lc_rs::signature::{self, ParsedPublicKey, RsaParameters, RsaPublicKeyComponents};
+use aws_lc_rs::signature::{
+    self, ParsedPublicKey, RsaParameters, RsaPublicKeyComponents, VerificationAlgorithm,
+};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::DecodingKey;
@@ -20,6 +27,11 @@ pub enum KeyKind {
     P256,
     P384,
     Ed25519,
+    /// ML-DSA-65 published as Hanzo IAM does: `kty: "MLDSA"`, verifies only `MLDSA65`.
+    MlDsa65Hanzo,
+    /// ML-DSA-65 published as draft-ietf-cose-dilithium does: `kty: "AKP"`, verifies only
+    /// `ML-DSA-65`.
+    MlDsa65Akp,
 }
 
 impl KeyKind {
@@ -34,6 +46,8 @@ impl KeyKind {
             ) | (KeyKind::P256, Alg::ES256)
                 | (KeyKind::P384, Alg::ES384)
                 | (KeyKind::Ed25519, Alg::EdDSA)
+                | (KeyKind::MlDsa65Hanzo, Alg::MLDSA65)
+                | (KeyKind::MlDsa65Akp, Alg::ML_DSA_65)
         )
     }
 }
@@ -44,14 +58,19 @@ pub struct Key {
     pub kind: KeyKind,
     /// The JWK's own `alg`, when it names one: then only that algorithm verifies with it.
     pub alg: Option<Alg>,
-    pub decoding: DecodingKey,
-    /// RSA keys parsed once per algorithm they accept: jsonwebtoken rebuilds an RSA key from
-    /// `n`/`e` on every verification, ~18 % of an RS256 check (benches/BENCHMARKS.md §1).
-    rsa: Vec<(Alg, ParsedPublicKey)>,
+    /// EC and Ed25519 keys, verified through jsonwebtoken (which has no ML-DSA).
+    decoding: Option<DecodingKey>,
+    /// RSA and ML-DSA keys parsed once per algorithm they accept: jsonwebtoken rebuilds an
+    /// RSA key from `n`/`e` on every verification, ~18 % of an RS256 check
+    /// (benches/BENCHMARKS.md §1), and has no ML-DSA at all.
+    parsed: ParsedKeys,
     /// SHA-256 of the public key material (type, curve, decoded components): what the
     /// key-set fingerprint compares, so a key replaced under the same `kid` is a new set.
     material: [u8; 32],
 }
+
+/// A public key parsed once for each algorithm it verifies.
+type ParsedKeys = Vec<(Alg, ParsedPublicKey)>;
 
 /// Digest of a key's type and decoded public components, each length-prefixed so no two
 /// different keys share an encoding.
@@ -77,12 +96,15 @@ impl Key {
         if !self.accepts(alg) {
             return false;
         }
-        if let Some((_, parsed)) = self.rsa.iter().find(|(a, _)| *a == alg) {
+        if let Some((_, parsed)) = self.parsed.iter().find(|(a, _)| *a == alg) {
             return parsed.verify_sig(message, signature).is_ok();
         }
         // EC and Ed25519: jsonwebtoken's aws-lc-rs verifier (parsing once gains nothing there).
+        let (Some(decoding), Some(jwt)) = (&self.decoding, jwt_alg(alg)) else {
+            return false;
+        };
         let provider = &jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER;
-        (provider.verifier_factory)(&jwt_alg(alg), &self.decoding)
+        (provider.verifier_factory)(&jwt, decoding)
             .is_ok_and(|v| v.verify(message, &signature.to_vec()).is_ok())
     }
 }
@@ -96,8 +118,36 @@ fn rsa_params(alg: Alg) -> Option<&'static RsaParameters> {
         Alg::PS256 => &signature::RSA_PSS_2048_8192_SHA256,
         Alg::PS384 => &signature::RSA_PSS_2048_8192_SHA384,
         Alg::PS512 => &signature::RSA_PSS_2048_8192_SHA512,
-        Alg::ES256 | Alg::ES384 | Alg::EdDSA => return None,
+        Alg::ES256 | Alg::ES384 | Alg::EdDSA | Alg::MLDSA65 | Alg::ML_DSA_65 => return None,
     })
+}
+
+/// FIPS 204 Table 2: an ML-DSA-65 public key is 1,952 bytes. Checked before parsing, so only
+/// the raw encoding is taken (aws-lc-rs would also take an X.509 SubjectPublicKeyInfo).
+const ML_DSA_65_PUBLIC_KEY_BYTES: usize = 1952;
+
+/// Parse an ML-DSA-65 JWK's raw public key (base64url in `member`, `x` for Hanzo IAM, `pub`
+/// for draft-ietf-cose-dilithium) for its one algorithm `alg`. The JWK's own `alg` is required
+/// and must be that algorithm: the draft makes `alg` REQUIRED for `AKP` keys (the key type
+/// alone does not say which parameter set), and Hanzo IAM always sends it.
+fn ml_dsa_65(
+    alg: Option<Alg>,
+    expected: Alg,
+    encoded: Option<&str>,
+    kty: &str,
+) -> Result<(ParsedKeys, [u8; 32]), SkipReason> {
+    match alg {
+        None => return Err(SkipReason::Malformed),
+        Some(a) if a != expected => return Err(SkipReason::UnsupportedAlg),
+        Some(_) => {}
+    }
+    let raw = encoded
+        .and_then(|x| URL_SAFE_NO_PAD.decode(x).ok())
+        .filter(|b| b.len() == ML_DSA_65_PUBLIC_KEY_BYTES)
+        .ok_or(SkipReason::Malformed)?;
+    let verification: &'static dyn VerificationAlgorithm = &signature::ML_DSA_65;
+    let parsed = ParsedPublicKey::new(verification, &raw).map_err(|_| SkipReason::Malformed)?;
+    Ok((vec![(expected, parsed)], material_digest(kty, &[&raw])))
 }
 
 impl std::fmt::Debug for Key {
@@ -244,7 +294,7 @@ pub(super) fn parse_jwk(v: &Value) -> Result<Key, SkipReason> {
         None => None,
         Some(a) => Some(Alg::parse(a).ok_or(SkipReason::UnsupportedAlg)?),
     };
-    let mut rsa = vec![];
+    let mut parsed = vec![];
     let (kind, decoding, material) = match kty {
         "RSA" => {
             let n = s("n")?.ok_or(SkipReason::Malformed)?;
@@ -269,15 +319,15 @@ pub(super) fn parse_jwk(v: &Value) -> Result<Key, SkipReason> {
                 if let Some(params) = rsa_params(a)
                     && alg.is_none_or(|only| only == a)
                 {
-                    let parsed = components
+                    let key = components
                         .to_parsed_public_key(params)
                         .map_err(|_| SkipReason::Malformed)?;
-                    rsa.push((a, parsed));
+                    parsed.push((a, key));
                 }
             }
             (
                 KeyKind::Rsa,
-                DecodingKey::from_rsa_raw_components(&n_bytes, &e_bytes),
+                None,
                 material_digest("RSA", &[&n_bytes, &e_bytes]),
             )
         }
@@ -297,7 +347,7 @@ pub(super) fn parse_jwk(v: &Value) -> Result<Key, SkipReason> {
                 _ => return Err(SkipReason::Malformed),
             };
             let key = DecodingKey::from_ec_components(x, y).map_err(|_| SkipReason::Malformed)?;
-            (kind, key, material)
+            (kind, Some(key), material)
         }
         "OKP" => {
             if s("crv")? != Some("Ed25519") {
@@ -309,7 +359,18 @@ pub(super) fn parse_jwk(v: &Value) -> Result<Key, SkipReason> {
                 _ => return Err(SkipReason::Malformed),
             };
             let key = DecodingKey::from_ed_components(x).map_err(|_| SkipReason::Malformed)?;
-            (KeyKind::Ed25519, key, material)
+            (KeyKind::Ed25519, Some(key), material)
+        }
+        // Each spelling with its own `alg` and its own public-key member, nothing mixed.
+        "MLDSA" => {
+            let (keys, material) = ml_dsa_65(alg, Alg::MLDSA65, s("x")?, kty)?;
+            parsed = keys;
+            (KeyKind::MlDsa65Hanzo, None, material)
+        }
+        "AKP" => {
+            let (keys, material) = ml_dsa_65(alg, Alg::ML_DSA_65, s("pub")?, kty)?;
+            parsed = keys;
+            (KeyKind::MlDsa65Akp, None, material)
         }
         "oct" => return Err(SkipReason::Symmetric),
         _ => return Err(SkipReason::UnsupportedKty),
@@ -324,7 +385,7 @@ pub(super) fn parse_jwk(v: &Value) -> Result<Key, SkipReason> {
         kind,
         alg,
         decoding,
-        rsa,
+        parsed,
         material,
     })
 }
@@ -337,10 +398,10 @@ pub(super) fn rsa_bits(n: &[u8]) -> usize {
     n.len() * 8 - n[0].leading_zeros() as usize
 }
 
-/// The `jsonwebtoken` name of an algorithm we accept.
-fn jwt_alg(a: Alg) -> jsonwebtoken::Algorithm {
+/// The `jsonwebtoken` name of an algorithm we accept, if it has one.
+fn jwt_alg(a: Alg) -> Option<jsonwebtoken::Algorithm> {
     use jsonwebtoken::Algorithm as J;
-    match a {
+    Some(match a {
         Alg::RS256 => J::RS256,
         Alg::RS384 => J::RS384,
         Alg::RS512 => J::RS512,
@@ -350,5 +411,6 @@ fn jwt_alg(a: Alg) -> jsonwebtoken::Algorithm {
         Alg::ES256 => J::ES256,
         Alg::ES384 => J::ES384,
         Alg::EdDSA => J::EdDSA,
-    }
+        Alg::MLDSA65 | Alg::ML_DSA_65 => return None,
+    })
 }

@@ -113,7 +113,8 @@ fn parse_skips_bad_keys_and_keeps_good_ones() {
 
 #[test]
 fn unknown_kty_without_alg_is_skipped() {
-    let (keys, skipped) = parse_jwks(br#"{"keys":[{"kty":"MLDSA","kid":"pq"}]}"#).unwrap();
+    // SLH-DSA (FIPS 205): post-quantum too, but not a key type mcp-authz reads.
+    let (keys, skipped) = parse_jwks(br#"{"keys":[{"kty":"SLHDSA","kid":"pq"}]}"#).unwrap();
     assert!(keys.is_empty());
     assert_eq!(skipped[0].1, SkipReason::UnsupportedKty);
 }
@@ -163,4 +164,165 @@ fn discovery_url_forms() {
         u[1].as_str(),
         "https://iam.example.com/tenant/1/.well-known/openid-configuration"
     );
+}
+
+/// An ML-DSA-65 key pair (aws-lc-rs) for the parsing tests; tokens signed by an independent
+/// implementation are in tests/check.rs.
+fn ml_dsa_key() -> signature::PqdsaKeyPair {
+    signature::PqdsaKeyPair::generate(&signature::ML_DSA_65_SIGNING).unwrap()
+}
+
+fn ml_dsa_sign(k: &signature::PqdsaKeyPair, msg: &[u8]) -> Vec<u8> {
+    let mut sig = vec![0; signature::ML_DSA_65_SIGNING.signature_len()];
+    assert_eq!(k.sign(msg, &mut sig).unwrap(), 3309, "FIPS 204 Table 2");
+    sig
+}
+
+fn jwk(v: Value) -> Result<Key, SkipReason> {
+    parse_jwk(&v)
+}
+
+#[test]
+fn ml_dsa_65_keys_in_both_spellings_verify_only_their_own_alg() {
+    use signature::KeyPair;
+    let pair = ml_dsa_key();
+    let x = b64(pair.public_key().as_ref());
+    let message = b"header.payload";
+    let sig = ml_dsa_sign(&pair, message);
+    let hanzo =
+        jwk(serde_json::json!({"kty":"MLDSA","alg":"MLDSA65","use":"sig","kid":"pq","x":x}))
+            .unwrap();
+    let akp = jwk(serde_json::json!({"kty":"AKP","alg":"ML-DSA-65","kid":"pq","pub":x})).unwrap();
+    assert_eq!(hanzo.kind, KeyKind::MlDsa65Hanzo);
+    assert_eq!(akp.kind, KeyKind::MlDsa65Akp);
+    assert!(hanzo.verify(Alg::MLDSA65, message, &sig));
+    assert!(akp.verify(Alg::ML_DSA_65, message, &sig));
+    // Each spelling only with its own alg; never a classical one.
+    for a in Alg::ALL {
+        assert_eq!(hanzo.accepts(a), a == Alg::MLDSA65, "{a:?}");
+        assert_eq!(akp.accepts(a), a == Alg::ML_DSA_65, "{a:?}");
+    }
+    assert!(!hanzo.verify(Alg::ML_DSA_65, message, &sig));
+    assert!(!akp.verify(Alg::MLDSA65, message, &sig));
+    // Another message, a flipped bit, a truncated or empty signature, another key: refused.
+    assert!(!hanzo.verify(Alg::MLDSA65, b"header.payloaD", &sig));
+    let mut flipped = sig.clone();
+    flipped[100] ^= 1;
+    assert!(!hanzo.verify(Alg::MLDSA65, message, &flipped));
+    assert!(!hanzo.verify(Alg::MLDSA65, message, &sig[..3308]));
+    assert!(!hanzo.verify(Alg::MLDSA65, message, &[]));
+    let other = ml_dsa_sign(&ml_dsa_key(), message);
+    assert!(!hanzo.verify(Alg::MLDSA65, message, &other));
+}
+
+#[test]
+fn ml_dsa_65_keys_without_their_own_alg_or_raw_key_are_skipped() {
+    use aws_lc_rs::encoding::AsDer;
+    use signature::KeyPair;
+    let pair = ml_dsa_key();
+    let x = b64(pair.public_key().as_ref());
+    let spki = b64(pair.public_key().as_der().unwrap().as_ref());
+    let short = b64(&pair.public_key().as_ref()[..1951]);
+    let cases = [
+        // `alg` is required (draft-ietf-cose-dilithium: REQUIRED for AKP) and must be the
+        // spelling's own.
+        (
+            serde_json::json!({"kty":"MLDSA","x":x}),
+            SkipReason::Malformed,
+        ),
+        (
+            serde_json::json!({"kty":"AKP","pub":x}),
+            SkipReason::Malformed,
+        ),
+        (
+            serde_json::json!({"kty":"MLDSA","alg":"ML-DSA-65","x":x}),
+            SkipReason::UnsupportedAlg,
+        ),
+        (
+            serde_json::json!({"kty":"AKP","alg":"MLDSA65","pub":x}),
+            SkipReason::UnsupportedAlg,
+        ),
+        (
+            serde_json::json!({"kty":"MLDSA","alg":"RS256","x":x}),
+            SkipReason::UnsupportedAlg,
+        ),
+        (
+            serde_json::json!({"kty":"AKP","alg":"EdDSA","pub":x}),
+            SkipReason::UnsupportedAlg,
+        ),
+        (
+            serde_json::json!({"kty":"MLDSA","alg":"MLDSA44","x":x}),
+            SkipReason::UnsupportedAlg,
+        ),
+        (
+            serde_json::json!({"kty":"AKP","alg":"ML-DSA-87","pub":x}),
+            SkipReason::UnsupportedAlg,
+        ),
+        (
+            serde_json::json!({"kty":"RSA","alg":"MLDSA65","n":x,"e":"AQAB"}),
+            SkipReason::UnsupportedAlg,
+        ),
+        (
+            serde_json::json!({"kty":"OKP","crv":"Ed25519","alg":"ML-DSA-65","x":b64(&[7; 32])}),
+            SkipReason::UnsupportedAlg,
+        ),
+        // Each spelling's own public-key member, raw (FIPS 204: 1,952 bytes), nothing else.
+        (
+            serde_json::json!({"kty":"MLDSA","alg":"MLDSA65","pub":x}),
+            SkipReason::Malformed,
+        ),
+        (
+            serde_json::json!({"kty":"AKP","alg":"ML-DSA-65","x":x}),
+            SkipReason::Malformed,
+        ),
+        (
+            serde_json::json!({"kty":"MLDSA","alg":"MLDSA65","x":spki}),
+            SkipReason::Malformed,
+        ),
+        (
+            serde_json::json!({"kty":"MLDSA","alg":"MLDSA65","x":short}),
+            SkipReason::Malformed,
+        ),
+        (
+            serde_json::json!({"kty":"MLDSA","alg":"MLDSA65","x":format!("{x}=")}),
+            SkipReason::Malformed,
+        ),
+        (
+            serde_json::json!({"kty":"MLDSA","alg":"MLDSA65","x":1952}),
+            SkipReason::Malformed,
+        ),
+        (
+            serde_json::json!({"kty":"MLDSA","alg":"MLDSA65","use":"enc","x":x}),
+            SkipReason::EncryptionKey,
+        ),
+        (
+            serde_json::json!({"kty":"mldsa","alg":"MLDSA65","x":x}),
+            SkipReason::UnsupportedKty,
+        ),
+    ];
+    for (v, want) in cases {
+        assert_eq!(jwk(v.clone()).map(|_| ()), Err(want), "{v}");
+    }
+}
+
+#[test]
+fn ml_dsa_65_material_is_in_the_key_set_fingerprint() {
+    use signature::KeyPair;
+    let set = |pair: &signature::PqdsaKeyPair| {
+        let x = b64(pair.public_key().as_ref());
+        let doc =
+            serde_json::json!({"keys":[{"kty":"MLDSA","alg":"MLDSA65","kid":"cert-1","x":x}]});
+        let (keys, skipped) = parse_jwks(doc.to_string().as_bytes()).unwrap();
+        assert!(skipped.is_empty());
+        KeySet {
+            keys,
+            skipped,
+            confirmed_at: std::time::Instant::now(),
+            generation: 1,
+        }
+    };
+    let (a, b) = (ml_dsa_key(), ml_dsa_key());
+    assert_eq!(set(&a).fingerprint(), set(&a).fingerprint());
+    // A regenerated certificate under the same name (kid) is a different key set.
+    assert_ne!(set(&a).fingerprint(), set(&b).fingerprint());
 }

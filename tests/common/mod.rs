@@ -1,5 +1,8 @@
 //! Test harness: signing keys generated at test time, a local identity provider on port 0 that
 //! counts fetches and can misbehave on demand, the real app on port 0, and a Check client.
+//! ML-DSA-65 keys sign through tests/e2e/mldsa.mjs (@noble/post-quantum), an implementation
+//! independent of the aws-lc-rs verifier under test; `tests/run-all.sh` installs it (`npm ci` in
+//! tests/e2e) before `cargo test`.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -42,6 +45,40 @@ pub enum Signer {
     Rsa(aws_lc_rs::rsa::KeyPair),
     Ec256(EcdsaKeyPair),
     Ed(Ed25519KeyPair),
+    /// ML-DSA-65 through tests/e2e/mldsa.mjs: the key pair is derived from `seed` there;
+    /// `x` is its raw public key (base64url). `jose`: published in the JOSE draft's spelling
+    /// (`kty: "AKP"`, `alg: "ML-DSA-65"`, `pub`) instead of Hanzo IAM's (`kty: "MLDSA"`,
+    /// `alg: "MLDSA65"`, `x`).
+    MlDsa65 {
+        seed: String,
+        x: String,
+        jose: bool,
+    },
+}
+
+/// Run tests/e2e/mldsa.mjs: `(x, signature)` for the key derived from `seed`, the signature
+/// over `input` when given. Fails (never skips) when node or @noble/post-quantum is missing.
+pub fn mldsa_node(seed: &str, input: Option<&[u8]>) -> (String, Option<Vec<u8>>) {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e");
+    let mut cmd = std::process::Command::new("node");
+    cmd.current_dir(dir).arg("mldsa.mjs").arg(seed);
+    if let Some(m) = input {
+        cmd.arg(std::str::from_utf8(m).expect("a JWS signing input is ASCII"));
+    }
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!("node (v20) is required for the ML-DSA tests: {e}; install it, then (cd tests/e2e && npm ci)")
+    });
+    assert!(
+        out.status.success(),
+        "tests/e2e/mldsa.mjs failed (run `npm ci` in tests/e2e): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("mldsa.mjs prints JSON");
+    let x = v["x"].as_str().expect("x").to_owned();
+    let sig = v["sig"]
+        .as_str()
+        .map(|s| URL_SAFE_NO_PAD.decode(s).expect("base64url signature"));
+    (x, sig)
 }
 
 pub struct TestKey {
@@ -63,6 +100,19 @@ impl TestKey {
             signer: Signer::Ec256(
                 EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING).unwrap(),
             ),
+        }
+    }
+
+    /// An ML-DSA-65 key from a fresh random seed, published in Hanzo IAM's spelling
+    /// (`jose: false`) or the JOSE draft's.
+    pub fn mldsa(kid: &str, jose: bool) -> TestKey {
+        let mut seed = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut seed).unwrap();
+        let seed: String = seed.iter().map(|b| format!("{b:02x}")).collect();
+        let (x, _) = mldsa_node(&seed, None);
+        TestKey {
+            kid: kid.into(),
+            signer: Signer::MlDsa65 { seed, x, jose },
         }
     }
 
@@ -90,6 +140,12 @@ impl TestKey {
             Signer::Ed(k) => {
                 json!({"kty":"OKP","kid":self.kid,"crv":"Ed25519","alg":"EdDSA","x": b64(k.public_key().as_ref())})
             }
+            Signer::MlDsa65 { x, jose: false, .. } => {
+                json!({"kty":"MLDSA","kid":self.kid,"use":"sig","alg":"MLDSA65","x": x})
+            }
+            Signer::MlDsa65 { x, jose: true, .. } => {
+                json!({"kty":"AKP","kid":self.kid,"use":"sig","alg":"ML-DSA-65","pub": x})
+            }
         }
     }
 
@@ -98,6 +154,8 @@ impl TestKey {
             Signer::Rsa(_) => "RS256",
             Signer::Ec256(_) => "ES256",
             Signer::Ed(_) => "EdDSA",
+            Signer::MlDsa65 { jose: false, .. } => "MLDSA65",
+            Signer::MlDsa65 { jose: true, .. } => "ML-DSA-65",
         }
     }
 
@@ -112,6 +170,7 @@ impl TestKey {
             }
             Signer::Ec256(k) => k.sign(&rng, msg).unwrap().as_ref().to_vec(),
             Signer::Ed(k) => k.sign(msg).as_ref().to_vec(),
+            Signer::MlDsa65 { seed, .. } => mldsa_node(seed, Some(msg)).1.expect("signature"),
         }
     }
 
@@ -140,6 +199,10 @@ pub static RSA: LazyLock<TestKey> = LazyLock::new(|| TestKey::rsa("rsa-1"));
 pub static RSA2: LazyLock<TestKey> = LazyLock::new(|| TestKey::rsa("rsa-2"));
 pub static EC: LazyLock<TestKey> = LazyLock::new(|| TestKey::ec("ec-1"));
 pub static ED: LazyLock<TestKey> = LazyLock::new(|| TestKey::ed("ed-1"));
+/// ML-DSA-65 keys as Hanzo IAM publishes them (kid = a certificate name) and as the JOSE draft does.
+pub static PQ: LazyLock<TestKey> = LazyLock::new(|| TestKey::mldsa("cert-pq", false));
+pub static PQ2: LazyLock<TestKey> = LazyLock::new(|| TestKey::mldsa("cert-pq-2", false));
+pub static AKP: LazyLock<TestKey> = LazyLock::new(|| TestKey::mldsa("akp-1", true));
 
 /// How the identity provider answers JWKS requests.
 #[derive(Clone, Debug)]
