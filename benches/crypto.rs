@@ -14,6 +14,7 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::KeySize;
 use aws_lc_rs::signature::{
     self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, ParsedPublicKey, PqdsaKeyPair,
+    PqdsaSigningAlgorithm, PqdsaVerificationAlgorithm,
 };
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -118,6 +119,43 @@ fn cases() -> Vec<Case> {
             .expect("parse ML-DSA-65 key"),
         message,
     });
+
+    // ML-DSA-44 and ML-DSA-87, the JOSE draft's other parameter sets (`alg: "ML-DSA-44"`,
+    // `"ML-DSA-87"`): raw 1,312- and 2,592-byte keys, 2,420- and 4,627-byte signatures.
+    let sets: [(
+        &str,
+        &str,
+        &'static PqdsaSigningAlgorithm,
+        &'static PqdsaVerificationAlgorithm,
+    ); 2] = [
+        (
+            "ML-DSA-44",
+            "ML-DSA-44",
+            &signature::ML_DSA_44_SIGNING,
+            &signature::ML_DSA_44,
+        ),
+        (
+            "ML-DSA-87",
+            "ML-DSA-87",
+            &signature::ML_DSA_87_SIGNING,
+            &signature::ML_DSA_87,
+        ),
+    ];
+    for (name, alg, signing, verifying) in sets {
+        let pair = PqdsaKeyPair::generate(signing).expect("ML-DSA key");
+        let message = signing_input(alg);
+        let mut sig = vec![0u8; signing.signature_len()];
+        pair.sign(message.as_bytes(), &mut sig)
+            .expect("ML-DSA sign");
+        out.push(Case {
+            name,
+            signature_b64: b64(&sig),
+            jwt: None,
+            parsed: ParsedPublicKey::new(verifying, pair.public_key().as_ref())
+                .expect("parse ML-DSA key"),
+            message,
+        });
+    }
     out
 }
 

@@ -1361,6 +1361,70 @@ async fn ml_dsa_65_tokens_verify_with_their_own_keys_only() {
     );
 }
 
+/// ML-DSA-44 and ML-DSA-87 (FIPS 204), in the JOSE draft's spelling only, signed by
+/// @noble/post-quantum: each parameter set verifies only with keys of its own set, and a key
+/// whose size is not its `alg`'s is never loaded.
+#[tokio::test]
+async fn ml_dsa_44_and_87_tokens_verify_with_their_own_parameter_set_only() {
+    let akp44 = TestKey::mldsa_level("akp-44", 44, true);
+    let akp87 = TestKey::mldsa_level("akp-87", 87, true);
+    let idp = Idp::start(&[&RSA, &AKP, &akp44, &akp87]).await;
+    let yaml = config_yaml(&idp.issuer, "", ROUTES).replace(
+        "algorithms: [RS256, ES256, EdDSA]",
+        "algorithms: [RS256, ML-DSA-44, ML-DSA-65, ML-DSA-87]",
+    );
+    let mut h = Harness::start(idp, &yaml, true).await;
+    let good = h.claims("files:list");
+
+    let t44 = akp44.mint(&good);
+    let t87 = akp87.mint(&good);
+    // 2,420- and 4,627-byte signatures: both within the default limits.max_token_bytes (8192).
+    assert!(
+        t44.len() < t87.len() && t87.len() < 8192,
+        "{} {}",
+        t44.len(),
+        t87.len()
+    );
+    for (name, token) in [("ML-DSA-44", &t44), ("ML-DSA-87", &t87)] {
+        let a = h.bearer("POST", "/mcp", token).await;
+        assert_eq!(a.status, 200, "{name}: {a:?}");
+    }
+
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "ML-DSA-44 against an ML-DSA-87 kid",
+            akp44.mint_with_header(&json!({"alg":"ML-DSA-44","kid":"akp-87"}), &good),
+            "token_unknown_kid",
+        ),
+        (
+            "ML-DSA-87 against an ML-DSA-65 kid",
+            akp87.mint_with_header(&json!({"alg":"ML-DSA-87","kid":"akp-1"}), &good),
+            "token_unknown_kid",
+        ),
+        (
+            "ML-DSA-65 named in the header, signed by the ML-DSA-44 key of that kid",
+            akp44.mint_with_header(&json!({"alg":"ML-DSA-65","kid":"akp-44"}), &good),
+            "token_unknown_kid",
+        ),
+        (
+            "Hanzo's MLDSA65 (not in this issuer's algorithms) against an ML-DSA-44 kid",
+            akp44.mint_with_header(&json!({"alg":"MLDSA65","kid":"akp-44"}), &good),
+            "token_disallowed_alg",
+        ),
+    ];
+    for (name, token, reason) in cases {
+        let a = h.bearer("POST", "/mcp", &token).await;
+        assert_eq!(a.status, 401, "{name}: {a:?}");
+        assert_eq!(a.reason(), reason, "{name}");
+    }
+    // A signature of the other set's length under the right kid and alg: bad signature.
+    let (hp, _) = t44.rsplit_once('.').unwrap();
+    let (_, sig87) = t87.rsplit_once('.').unwrap();
+    let a = h.bearer("POST", "/mcp", &format!("{hp}.{sig87}")).await;
+    assert_eq!(a.status, 401, "{a:?}");
+    assert_eq!(a.reason(), "token_bad_signature");
+}
+
 /// ML-DSA is opt-in: an issuer with the default `algorithms` (RS256, ES256) refuses an
 /// ML-DSA-65 token from a key it has loaded, and says the algorithm is the reason.
 #[tokio::test]

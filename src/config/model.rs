@@ -145,10 +145,17 @@ pub enum Alg {
     /// spelling verifies only with keys published in that same spelling.
     #[allow(non_camel_case_types)]
     ML_DSA_65,
+    /// ML-DSA-44 (FIPS 204, NIST category 2) in draft-ietf-cose-dilithium's JOSE spelling only
+    /// (`kty: "AKP"`); no IAM we know of signs with it, Hanzo IAM has no `MLDSA44`.
+    #[allow(non_camel_case_types)]
+    ML_DSA_44,
+    /// ML-DSA-87 (FIPS 204, NIST category 5), JOSE spelling only, as ML-DSA-44.
+    #[allow(non_camel_case_types)]
+    ML_DSA_87,
 }
 
 impl Alg {
-    pub const ALL: [Alg; 11] = [
+    pub const ALL: [Alg; 13] = [
         Alg::RS256,
         Alg::RS384,
         Alg::RS512,
@@ -160,6 +167,8 @@ impl Alg {
         Alg::EdDSA,
         Alg::MLDSA65,
         Alg::ML_DSA_65,
+        Alg::ML_DSA_44,
+        Alg::ML_DSA_87,
     ];
 
     pub fn parse(s: &str) -> Option<Alg> {
@@ -175,6 +184,8 @@ impl Alg {
             "EdDSA" => Alg::EdDSA,
             "MLDSA65" => Alg::MLDSA65,
             "ML-DSA-65" => Alg::ML_DSA_65,
+            "ML-DSA-44" => Alg::ML_DSA_44,
+            "ML-DSA-87" => Alg::ML_DSA_87,
             _ => return None,
         })
     }
@@ -192,6 +203,8 @@ impl Alg {
             Alg::EdDSA => "EdDSA",
             Alg::MLDSA65 => "MLDSA65",
             Alg::ML_DSA_65 => "ML-DSA-65",
+            Alg::ML_DSA_44 => "ML-DSA-44",
+            Alg::ML_DSA_87 => "ML-DSA-87",
         }
     }
 }

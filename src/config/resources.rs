@@ -328,7 +328,7 @@ fn validate_issuer(
             invalid(
                 format!("{at}.algorithms[{i}]"),
                 format!(
-                    "{a:?} is not supported (asymmetric only: RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA MLDSA65 ML-DSA-65)"
+                    "{a:?} is not supported (asymmetric only: RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA MLDSA65 ML-DSA-44 ML-DSA-65 ML-DSA-87)"
                 ),
             )
         })?;

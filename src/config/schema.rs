@@ -433,7 +433,8 @@ pub struct RawIssuer {
     pub jwks_file: Option<PathBuf>,
     /// Accepted signature algorithms (default RS256, ES256): RS256 RS384 RS512 PS256 PS384 PS512
     /// ES256 ES384 EdDSA, and ML-DSA-65 (FIPS 204) as `MLDSA65` (Hanzo IAM) or `ML-DSA-65` (JOSE
-    /// draft), each verified only with keys published in the same spelling.
+    /// draft), each verified only with keys published in the same spelling; ML-DSA-44 and
+    /// ML-DSA-87 in the JOSE spelling only (`ML-DSA-44`, `ML-DSA-87`).
     #[serde(default = "default_algs")]
     pub algorithms: Vec<String>,
     /// Clock leeway for `exp`/`nbf`/`iat` (default 30).

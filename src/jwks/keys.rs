@@ -5,7 +5,7 @@
 //! Post-quantum keys: ML-DSA-65 (FIPS 204) in exactly two spellings, Hanzo IAM's
 //! (`kty: "MLDSA"`, `alg: "MLDSA65"`, raw public key in `x`) and draft-ietf-cose-dilithium's
 //! JOSE one (`kty: "AKP"`, `alg: "ML-DSA-65"`, raw public key in `pub`), each only with its
-//! own `alg`.
+//! own `alg`; ML-DSA-44 and ML-DSA-87 in the JOSE spelling only (`ML-DSA-44`, `ML-DSA-87`).
 
 use std::time::Instant;
 
@@ -32,6 +32,10 @@ pub enum KeyKind {
     /// ML-DSA-65 published as draft-ietf-cose-dilithium does: `kty: "AKP"`, verifies only
     /// `ML-DSA-65`.
     MlDsa65Akp,
+    /// ML-DSA-44 in the draft's spelling (`kty: "AKP"`, `alg: "ML-DSA-44"`).
+    MlDsa44Akp,
+    /// ML-DSA-87 in the draft's spelling (`kty: "AKP"`, `alg: "ML-DSA-87"`).
+    MlDsa87Akp,
 }
 
 impl KeyKind {
@@ -48,6 +52,8 @@ impl KeyKind {
                 | (KeyKind::Ed25519, Alg::EdDSA)
                 | (KeyKind::MlDsa65Hanzo, Alg::MLDSA65)
                 | (KeyKind::MlDsa65Akp, Alg::ML_DSA_65)
+                | (KeyKind::MlDsa44Akp, Alg::ML_DSA_44)
+                | (KeyKind::MlDsa87Akp, Alg::ML_DSA_87)
         )
     }
 }
@@ -118,36 +124,63 @@ fn rsa_params(alg: Alg) -> Option<&'static RsaParameters> {
         Alg::PS256 => &signature::RSA_PSS_2048_8192_SHA256,
         Alg::PS384 => &signature::RSA_PSS_2048_8192_SHA384,
         Alg::PS512 => &signature::RSA_PSS_2048_8192_SHA512,
-        Alg::ES256 | Alg::ES384 | Alg::EdDSA | Alg::MLDSA65 | Alg::ML_DSA_65 => return None,
+        Alg::ES256
+        | Alg::ES384
+        | Alg::EdDSA
+        | Alg::MLDSA65
+        | Alg::ML_DSA_65
+        | Alg::ML_DSA_44
+        | Alg::ML_DSA_87 => return None,
     })
 }
 
-/// FIPS 204 Table 2: an ML-DSA-65 public key is 1,952 bytes. Checked before parsing, so only
-/// the raw encoding is taken (aws-lc-rs would also take an X.509 SubjectPublicKeyInfo).
-const ML_DSA_65_PUBLIC_KEY_BYTES: usize = 1952;
+/// One ML-DSA parameter set: its public-key size (FIPS 204 Table 2: 1,312, 1,952 and 2,592
+/// bytes for ML-DSA-44/65/87) and aws-lc-rs verifier. The size is checked before parsing, so
+/// only the raw encoding is taken (aws-lc-rs would also take an X.509 SubjectPublicKeyInfo).
+struct MlDsaSet {
+    kind: KeyKind,
+    public_key_bytes: usize,
+    verification: &'static dyn VerificationAlgorithm,
+}
 
-/// Parse an ML-DSA-65 JWK's raw public key (base64url in `member`, `x` for Hanzo IAM, `pub`
-/// for draft-ietf-cose-dilithium) for its one algorithm `alg`. The JWK's own `alg` is required
-/// and must be that algorithm: the draft makes `alg` REQUIRED for `AKP` keys (the key type
-/// alone does not say which parameter set), and Hanzo IAM always sends it.
-fn ml_dsa_65(
+/// The parameter set an ML-DSA algorithm names; `None` for every other algorithm.
+fn ml_dsa_set(alg: Alg) -> Option<MlDsaSet> {
+    let (kind, public_key_bytes, verification): (_, _, &'static dyn VerificationAlgorithm) =
+        match alg {
+            Alg::MLDSA65 => (KeyKind::MlDsa65Hanzo, 1952, &signature::ML_DSA_65),
+            Alg::ML_DSA_65 => (KeyKind::MlDsa65Akp, 1952, &signature::ML_DSA_65),
+            Alg::ML_DSA_44 => (KeyKind::MlDsa44Akp, 1312, &signature::ML_DSA_44),
+            Alg::ML_DSA_87 => (KeyKind::MlDsa87Akp, 2592, &signature::ML_DSA_87),
+            _ => return None,
+        };
+    Some(MlDsaSet {
+        kind,
+        public_key_bytes,
+        verification,
+    })
+}
+
+/// Parse an ML-DSA JWK's raw public key (base64url in `member`: `x` for Hanzo IAM, `pub` for
+/// draft-ietf-cose-dilithium). The JWK's own `alg` is required and must be one of `spellings`:
+/// the draft makes `alg` REQUIRED for `AKP` keys (the key type alone does not say which
+/// parameter set), and Hanzo IAM always sends it. The key then verifies that algorithm only.
+fn ml_dsa(
     alg: Option<Alg>,
-    expected: Alg,
+    spellings: &[Alg],
     encoded: Option<&str>,
     kty: &str,
-) -> Result<(ParsedKeys, [u8; 32]), SkipReason> {
-    match alg {
-        None => return Err(SkipReason::Malformed),
-        Some(a) if a != expected => return Err(SkipReason::UnsupportedAlg),
-        Some(_) => {}
+) -> Result<(KeyKind, ParsedKeys, [u8; 32]), SkipReason> {
+    let alg = alg.ok_or(SkipReason::Malformed)?;
+    if !spellings.contains(&alg) {
+        return Err(SkipReason::UnsupportedAlg);
     }
+    let set = ml_dsa_set(alg).ok_or(SkipReason::UnsupportedAlg)?;
     let raw = encoded
         .and_then(|x| URL_SAFE_NO_PAD.decode(x).ok())
-        .filter(|b| b.len() == ML_DSA_65_PUBLIC_KEY_BYTES)
+        .filter(|b| b.len() == set.public_key_bytes)
         .ok_or(SkipReason::Malformed)?;
-    let verification: &'static dyn VerificationAlgorithm = &signature::ML_DSA_65;
-    let parsed = ParsedPublicKey::new(verification, &raw).map_err(|_| SkipReason::Malformed)?;
-    Ok((vec![(expected, parsed)], material_digest(kty, &[&raw])))
+    let parsed = ParsedPublicKey::new(set.verification, &raw).map_err(|_| SkipReason::Malformed)?;
+    Ok((set.kind, vec![(alg, parsed)], material_digest(kty, &[&raw])))
 }
 
 impl std::fmt::Debug for Key {
@@ -363,14 +396,15 @@ pub(super) fn parse_jwk(v: &Value) -> Result<Key, SkipReason> {
         }
         // Each spelling with its own `alg` and its own public-key member, nothing mixed.
         "MLDSA" => {
-            let (keys, material) = ml_dsa_65(alg, Alg::MLDSA65, s("x")?, kty)?;
+            let (kind, keys, material) = ml_dsa(alg, &[Alg::MLDSA65], s("x")?, kty)?;
             parsed = keys;
-            (KeyKind::MlDsa65Hanzo, None, material)
+            (kind, None, material)
         }
         "AKP" => {
-            let (keys, material) = ml_dsa_65(alg, Alg::ML_DSA_65, s("pub")?, kty)?;
+            let spellings = [Alg::ML_DSA_44, Alg::ML_DSA_65, Alg::ML_DSA_87];
+            let (kind, keys, material) = ml_dsa(alg, &spellings, s("pub")?, kty)?;
             parsed = keys;
-            (KeyKind::MlDsa65Akp, None, material)
+            (kind, None, material)
         }
         "oct" => return Err(SkipReason::Symmetric),
         _ => return Err(SkipReason::UnsupportedKty),
@@ -411,6 +445,6 @@ fn jwt_alg(a: Alg) -> Option<jsonwebtoken::Algorithm> {
         Alg::ES256 => J::ES256,
         Alg::ES384 => J::ES384,
         Alg::EdDSA => J::EdDSA,
-        Alg::MLDSA65 | Alg::ML_DSA_65 => return None,
+        Alg::MLDSA65 | Alg::ML_DSA_65 | Alg::ML_DSA_44 | Alg::ML_DSA_87 => return None,
     })
 }

@@ -215,6 +215,61 @@ fn ml_dsa_65_keys_in_both_spellings_verify_only_their_own_alg() {
     assert!(!hanzo.verify(Alg::MLDSA65, message, &other));
 }
 
+/// ML-DSA-44 and ML-DSA-87 (JOSE spelling only): each key verifies its own parameter set's
+/// signatures and nothing else; the raw key size is the set's (FIPS 204 Table 2).
+#[test]
+fn ml_dsa_44_and_87_keys_verify_only_their_own_parameter_set() {
+    use signature::KeyPair;
+    let message = b"header.payload";
+    let sets = [
+        (
+            Alg::ML_DSA_44,
+            &signature::ML_DSA_44_SIGNING,
+            KeyKind::MlDsa44Akp,
+            1312,
+            2420,
+        ),
+        (
+            Alg::ML_DSA_87,
+            &signature::ML_DSA_87_SIGNING,
+            KeyKind::MlDsa87Akp,
+            2592,
+            4627,
+        ),
+    ];
+    for (alg, signing, kind, pk_len, sig_len) in sets {
+        let pair = signature::PqdsaKeyPair::generate(signing).unwrap();
+        assert_eq!(pair.public_key().as_ref().len(), pk_len, "{alg:?}");
+        let mut sig = vec![0; signing.signature_len()];
+        assert_eq!(pair.sign(message, &mut sig).unwrap(), sig_len, "{alg:?}");
+        let x = b64(pair.public_key().as_ref());
+        let key = jwk(serde_json::json!({"kty":"AKP","alg":alg.as_str(),"pub":x})).unwrap();
+        assert_eq!(key.kind, kind);
+        assert!(key.verify(alg, message, &sig), "{alg:?}");
+        for a in Alg::ALL {
+            assert_eq!(key.accepts(a), a == alg, "{alg:?} accepts {a:?}");
+            if a != alg {
+                assert!(!key.verify(a, message, &sig), "{alg:?} verifies as {a:?}");
+            }
+        }
+        assert!(!key.verify(alg, b"header.payloaD", &sig));
+        assert!(!key.verify(alg, message, &sig[..sig_len - 1]));
+        // The same key under another set's name, or Hanzo's spelling: never loaded.
+        for other in ["ML-DSA-65", "ML-DSA-44", "ML-DSA-87"] {
+            if other != alg.as_str() {
+                let skipped = jwk(serde_json::json!({"kty":"AKP","alg":other,"pub":x}));
+                assert_eq!(
+                    skipped.err(),
+                    Some(SkipReason::Malformed),
+                    "{alg:?} as {other}"
+                );
+            }
+        }
+        let hanzo = jwk(serde_json::json!({"kty":"MLDSA","alg":alg.as_str(),"x":x}));
+        assert_eq!(hanzo.err(), Some(SkipReason::UnsupportedAlg), "{alg:?}");
+    }
+}
+
 #[test]
 fn ml_dsa_65_keys_without_their_own_alg_or_raw_key_are_skipped() {
     use aws_lc_rs::encoding::AsDer;
@@ -254,9 +309,14 @@ fn ml_dsa_65_keys_without_their_own_alg_or_raw_key_are_skipped() {
             serde_json::json!({"kty":"MLDSA","alg":"MLDSA44","x":x}),
             SkipReason::UnsupportedAlg,
         ),
+        // An ML-DSA-65 key under another parameter set's alg: the size is not that set's.
         (
             serde_json::json!({"kty":"AKP","alg":"ML-DSA-87","pub":x}),
-            SkipReason::UnsupportedAlg,
+            SkipReason::Malformed,
+        ),
+        (
+            serde_json::json!({"kty":"AKP","alg":"ML-DSA-44","pub":x}),
+            SkipReason::Malformed,
         ),
         (
             serde_json::json!({"kty":"RSA","alg":"MLDSA65","n":x,"e":"AQAB"}),

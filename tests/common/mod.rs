@@ -45,23 +45,28 @@ pub enum Signer {
     Rsa(aws_lc_rs::rsa::KeyPair),
     Ec256(EcdsaKeyPair),
     Ed(Ed25519KeyPair),
-    /// ML-DSA-65 through tests/e2e/mldsa.mjs: the key pair is derived from `seed` there;
-    /// `x` is its raw public key (base64url). `jose`: published in the JOSE draft's spelling
-    /// (`kty: "AKP"`, `alg: "ML-DSA-65"`, `pub`) instead of Hanzo IAM's (`kty: "MLDSA"`,
-    /// `alg: "MLDSA65"`, `x`).
-    MlDsa65 {
+    /// ML-DSA through tests/e2e/mldsa.mjs: the key pair is derived from `seed` there; `x` is
+    /// its raw public key (base64url); `level` is 44, 65 or 87. `jose`: published in the JOSE
+    /// draft's spelling (`kty: "AKP"`, `alg: "ML-DSA-<level>"`, `pub`) instead of Hanzo IAM's
+    /// (`kty: "MLDSA"`, `alg: "MLDSA65"`, `x`; ML-DSA-65 only).
+    MlDsa {
         seed: String,
         x: String,
+        level: u16,
         jose: bool,
     },
 }
 
-/// Run tests/e2e/mldsa.mjs: `(x, signature)` for the key derived from `seed`, the signature
-/// over `input` when given. Fails (never skips) when node or @noble/post-quantum is missing.
-pub fn mldsa_node(seed: &str, input: Option<&[u8]>) -> (String, Option<Vec<u8>>) {
+/// Run tests/e2e/mldsa.mjs: `(x, signature)` for the ML-DSA-`level` key derived from `seed`,
+/// the signature over `input` when given. Fails (never skips) when node or @noble/post-quantum
+/// is missing.
+pub fn mldsa_node(level: u16, seed: &str, input: Option<&[u8]>) -> (String, Option<Vec<u8>>) {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e");
     let mut cmd = std::process::Command::new("node");
-    cmd.current_dir(dir).arg("mldsa.mjs").arg(seed);
+    cmd.current_dir(dir)
+        .arg("mldsa.mjs")
+        .arg(format!("--level={level}"))
+        .arg(seed);
     if let Some(m) = input {
         cmd.arg(std::str::from_utf8(m).expect("a JWS signing input is ASCII"));
     }
@@ -106,13 +111,23 @@ impl TestKey {
     /// An ML-DSA-65 key from a fresh random seed, published in Hanzo IAM's spelling
     /// (`jose: false`) or the JOSE draft's.
     pub fn mldsa(kid: &str, jose: bool) -> TestKey {
+        TestKey::mldsa_level(kid, 65, jose)
+    }
+
+    /// An ML-DSA-`level` key (44, 65 or 87) from a fresh random seed.
+    pub fn mldsa_level(kid: &str, level: u16, jose: bool) -> TestKey {
         let mut seed = [0u8; 32];
         aws_lc_rs::rand::fill(&mut seed).unwrap();
         let seed: String = seed.iter().map(|b| format!("{b:02x}")).collect();
-        let (x, _) = mldsa_node(&seed, None);
+        let (x, _) = mldsa_node(level, &seed, None);
         TestKey {
             kid: kid.into(),
-            signer: Signer::MlDsa65 { seed, x, jose },
+            signer: Signer::MlDsa {
+                seed,
+                x,
+                level,
+                jose,
+            },
         }
     }
 
@@ -140,11 +155,11 @@ impl TestKey {
             Signer::Ed(k) => {
                 json!({"kty":"OKP","kid":self.kid,"crv":"Ed25519","alg":"EdDSA","x": b64(k.public_key().as_ref())})
             }
-            Signer::MlDsa65 { x, jose: false, .. } => {
+            Signer::MlDsa { x, jose: false, .. } => {
                 json!({"kty":"MLDSA","kid":self.kid,"use":"sig","alg":"MLDSA65","x": x})
             }
-            Signer::MlDsa65 { x, jose: true, .. } => {
-                json!({"kty":"AKP","kid":self.kid,"use":"sig","alg":"ML-DSA-65","pub": x})
+            Signer::MlDsa { x, jose: true, .. } => {
+                json!({"kty":"AKP","kid":self.kid,"use":"sig","alg":self.default_alg(),"pub": x})
             }
         }
     }
@@ -154,8 +169,10 @@ impl TestKey {
             Signer::Rsa(_) => "RS256",
             Signer::Ec256(_) => "ES256",
             Signer::Ed(_) => "EdDSA",
-            Signer::MlDsa65 { jose: false, .. } => "MLDSA65",
-            Signer::MlDsa65 { jose: true, .. } => "ML-DSA-65",
+            Signer::MlDsa { jose: false, .. } => "MLDSA65",
+            Signer::MlDsa { level: 44, .. } => "ML-DSA-44",
+            Signer::MlDsa { level: 87, .. } => "ML-DSA-87",
+            Signer::MlDsa { .. } => "ML-DSA-65",
         }
     }
 
@@ -170,7 +187,9 @@ impl TestKey {
             }
             Signer::Ec256(k) => k.sign(&rng, msg).unwrap().as_ref().to_vec(),
             Signer::Ed(k) => k.sign(msg).as_ref().to_vec(),
-            Signer::MlDsa65 { seed, .. } => mldsa_node(seed, Some(msg)).1.expect("signature"),
+            Signer::MlDsa { seed, level, .. } => {
+                mldsa_node(*level, seed, Some(msg)).1.expect("signature")
+            }
         }
     }
 
