@@ -96,6 +96,10 @@ enum Command {
         /// Resource id, as Envoy's context_extensions would name it.
         #[arg(long)]
         resource: Option<String>,
+        /// The receiving workload's SPIFFE id, as Istio's sidecar sends it as the destination
+        /// principal (checked against `istio.workloads` bindings).
+        #[arg(long)]
+        destination: Option<String>,
     },
     /// Check every issuer: discovery documents, JWKS and keys, algorithms, scopes, audience.
     Doctor {
@@ -196,6 +200,7 @@ fn main() -> ExitCode {
             body,
             body_file,
             resource,
+            destination,
         } => (|| {
             let c = Config::from_file(&config)?;
             let r = match &resource {
@@ -230,6 +235,7 @@ fn main() -> ExitCode {
                 token,
                 claims: claims.map(std::fs::read).transpose()?,
                 resource,
+                destination,
             };
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)?
