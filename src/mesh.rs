@@ -121,8 +121,8 @@ mod tests {
 
     #[test]
     fn destination_must_be_the_named_resources() {
-        let a = vec!["spiffe://td/ns/m/sa/a".to_owned()];
-        let b = vec!["spiffe://td/ns/m/sa/b".to_owned()];
+        let a = ["spiffe://td/ns/m/sa/a".to_owned()];
+        let b = ["spiffe://td/ns/m/sa/b".to_owned()];
         let none: Vec<String> = vec![];
         let all = [("a", &a[..]), ("b", &b[..]), ("c", &none[..])];
         let check = |r, p| check_destination(all.iter().copied(), r, p);

@@ -164,7 +164,7 @@ istio:
             "spiffe://legacy/ns/mcp/sa/files-mcp"
         ]
     );
-    assert!(c.istio.workloads.get("wiki").is_none());
+    assert!(!c.istio.workloads.contains_key("wiki"));
     let cases: Vec<(String, &str)> = vec![
         (
             with("  trust_domain: Cluster.Local\n"),
