@@ -255,3 +255,79 @@ async fn unbound_workloads_leave_the_decision_as_it_was() {
         assert_eq!(a.status, 200, "{destination:?}: {a:?}");
     }
 }
+
+/// `explain --destination`: the binding step and its answer, for the operator.
+#[tokio::test]
+async fn explain_shows_the_destination_step() {
+    use mcp_authz::config::Config;
+    use mcp_authz::explain;
+    let config = Config::from_yaml(&yaml("https://iam.example.com", true)).unwrap();
+    let claims = json!({"iss": "https://iam.example.com", "aud": FILES_URI, "exp": now() + 60,
+        "scope": "files:list"});
+    let req = |destination: Option<&str>| explain::Request {
+        method: "POST".into(),
+        path: "/mcp".into(),
+        host: "files.example.com".into(),
+        claims: Some(claims.to_string().into_bytes()),
+        destination: destination.map(str::to_owned),
+        ..Default::default()
+    };
+    let (report, allowed) = explain::run(config.clone(), req(Some(FILES_SA)), now())
+        .await
+        .unwrap();
+    assert!(allowed, "{report}");
+    assert!(
+        report.contains(&format!(
+            "destination        {FILES_SA:?} is bound to files"
+        )),
+        "{report}"
+    );
+    let (report, allowed) = explain::run(config.clone(), req(Some(WIKI_SA)), now())
+        .await
+        .unwrap();
+    assert!(!allowed, "{report}");
+    assert!(
+        report.contains(&format!(
+            "{WIKI_SA:?} is bound to wiki, the host names files"
+        )),
+        "{report}"
+    );
+    assert!(
+        report.contains("decision: deny (destination_mismatch)"),
+        "{report}"
+    );
+    assert!(report.contains("HTTP/1.1 403"), "{report}");
+    let (report, allowed) = explain::run(config, req(None), now()).await.unwrap();
+    assert!(!allowed, "{report}");
+    assert!(
+        report.contains("decision: deny (destination_unauthenticated)"),
+        "{report}"
+    );
+
+    // The CLI flag.
+    let dir = tempdir();
+    let cfg = dir.join("c.yaml");
+    std::fs::write(&cfg, yaml("https://iam.example.com", true)).unwrap();
+    let claims_file = dir.join("claims.json");
+    std::fs::write(&claims_file, claims.to_string()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcp-authz"))
+        .arg("explain")
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--claims")
+        .arg(&claims_file)
+        .args(["--host", "files.example.com", "--path", "/mcp"])
+        .args(["--destination", WIKI_SA])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("decision: deny (destination_mismatch)"),
+        "{text}"
+    );
+}
