@@ -71,6 +71,10 @@ const RESOURCES_HEADER: &str = "\
 # public host. In-mesh callers must use the public URL too (the `mesh` binding below routes
 # it), or mcp-authz must protect a single resource: `files-mcp.mcp.svc.cluster.local:8080` as
 # :authority matches no resource URI and is refused (403 unknown_resource) when several exist.
+# With istio.workloads.<id>.service_account (or principals) set, mcp-authz also checks that
+# the receiving workload (the Check's destination principal, its SPIFFE id) is the one bound
+# to the resource the host names: another's is refused (403 destination_mismatch), plaintext
+# too (403 destination_unauthenticated): bind with STRICT mTLS only.
 #
 # VirtualService (one per public host): the PRM served by the mesh with a directResponse, at
 # the gateways and the sidecars (`mesh`), ahead of the routes to the MCP servers. Why not an
