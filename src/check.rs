@@ -264,6 +264,11 @@ fn step_destination(
     trace: &mut Trace,
 ) -> ControlFlow<Decision> {
     if input.context_extensions.contains_key(RESOURCE_CONTEXT_KEY) {
+        if trace.enabled() && mesh::any_bound(config.istio.bindings()) {
+            trace.ok("destination", || {
+                "not checked: a context extension names the resource".into()
+            });
+        }
         return ControlFlow::Continue(());
     }
     let principal = &input.destination_principal;

@@ -41,10 +41,10 @@ pub fn check_destination<'a>(
     resource_id: &str,
     principal: &str,
 ) -> Result<Destination, DestinationError> {
-    let bound = bindings.filter(|(_, ids)| !ids.is_empty());
-    if bound.clone().next().is_none() {
+    if !any_bound(bindings.clone()) {
         return Ok(Destination::Unbound);
     }
+    let bound = bindings.filter(|(_, ids)| !ids.is_empty());
     if principal.is_empty() {
         return Err(DestinationError::Unauthenticated);
     }
@@ -55,6 +55,11 @@ pub fn check_destination<'a>(
         None if own_bound => Err(DestinationError::Mismatch),
         None => Ok(Destination::NeitherBound),
     }
+}
+
+/// Whether any resource is bound to a principal.
+pub fn any_bound<'a>(mut bindings: impl Iterator<Item = (&'a str, &'a [String])>) -> bool {
+    bindings.any(|(_, ids)| !ids.is_empty())
 }
 
 /// The resource `principal` is bound to, if any.

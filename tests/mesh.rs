@@ -297,10 +297,21 @@ async fn explain_shows_the_destination_step() {
         "{report}"
     );
     assert!(report.contains("HTTP/1.1 403"), "{report}");
-    let (report, allowed) = explain::run(config, req(None), now()).await.unwrap();
+    let (report, allowed) = explain::run(config.clone(), req(None), now())
+        .await
+        .unwrap();
     assert!(!allowed, "{report}");
     assert!(
         report.contains("decision: deny (destination_unauthenticated)"),
+        "{report}"
+    );
+    // `--resource` is Envoy's per-route context extension: nothing to bind.
+    let mut named = req(Some(WIKI_SA));
+    named.resource = Some("files".into());
+    let (report, allowed) = explain::run(config, named, now()).await.unwrap();
+    assert!(allowed, "{report}");
+    assert!(
+        report.contains("not checked: a context extension names the resource"),
         "{report}"
     );
 
