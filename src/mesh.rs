@@ -5,7 +5,7 @@
 //! bound to SPIFFE ids, the Check's destination principal (the workload's own identity, which
 //! the sidecar takes from its certificate) must belong to the resource the host names.
 
-/// SPIFFE ID standard §2.3/§2.4: trust domain and path are at most 2048 bytes together.
+/// SPIFFE ID standard §2.3 "Maximum SPIFFE ID Length": 2048 bytes (a trust domain, 255).
 const MAX_SPIFFE_ID: usize = 2048;
 
 /// Why a request's destination does not fit the resource its host names.
