@@ -397,6 +397,22 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
         println!("    realm: {}", r.realm);
         println!("    protected resource metadata: {}", r.prm_url);
         println!("    scopes_supported: {}", r.scopes_supported.join(" "));
+        if let Some(w) = c.istio.workloads.get(&r.id)
+            && !w.principals.is_empty()
+        {
+            println!(
+                "    mesh binding (destination principal): {}",
+                w.principals.join(" ")
+            );
+        }
+        if let Some(w) = c.istio.workloads.get(&r.id)
+            && !w.principals.is_empty()
+        {
+            println!(
+                "    mesh binding (destination principal): {}",
+                w.principals.join(" ")
+            );
+        }
         for i in &r.issuers {
             let source = c
                 .issuers

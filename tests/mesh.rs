@@ -341,4 +341,21 @@ async fn explain_shows_the_destination_step() {
         text.contains("decision: deny (destination_mismatch)"),
         "{text}"
     );
+
+    // `check-config` names each resource's bound workload identities.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcp-authz"))
+        .arg("check-config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!("mesh binding (destination principal): {WIKI_SA}")),
+        "{text}"
+    );
 }
