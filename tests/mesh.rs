@@ -9,6 +9,7 @@ mod common;
 use common::*;
 use mcp_authz::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
 use mcp_authz::pb::envoy::service::auth::v3::{CheckRequest, attribute_context::Peer};
+use proptest::prelude::*;
 use serde_json::{Value, json};
 
 const FILES_SA: &str = "spiffe://cluster.local/ns/mcp/sa/files-mcp";
@@ -358,4 +359,46 @@ async fn explain_shows_the_destination_step() {
         text.contains(&format!("mesh binding (destination principal): {WIKI_SA}")),
         "{text}"
     );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Over arbitrary destination principals (near misses of the bound ids included) and hosts:
+    /// a public PRM request is allowed exactly when the principal is the bound id of the
+    /// resource the host names — never for another workload, a variant, or plaintext.
+    #[test]
+    fn only_the_bound_workload_serves_its_resource(
+        host in prop::sample::select(vec![
+            "files.example.com",
+            "wiki.example.com",
+            "files-mcp.mcp.svc.cluster.local:8080",
+        ]),
+        principal in prop_oneof![
+            prop::sample::select(vec![FILES_SA, WIKI_SA, "", CALLER_SA]).prop_map(str::to_owned),
+            "spiffe://cluster\\.local/ns/mcp/sa/(files|wiki)-mc[pP]/?",
+            "spiffe://[a-z.]{0,14}/ns/mcp/sa/(files|wiki)-mcp",
+            "\\PC{0,40}",
+        ],
+    ) {
+        use mcp_authz::config::Config;
+        use mcp_authz::explain;
+        let config = Config::from_yaml(&yaml("https://iam.example.com", true)).unwrap();
+        let req = explain::Request {
+            method: "GET".into(),
+            path: "/.well-known/oauth-protected-resource/mcp".into(),
+            host: host.into(),
+            destination: Some(principal.clone()),
+            ..Default::default()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let (report, allowed) = rt.block_on(explain::run(config, req, now())).unwrap();
+        // The in-mesh Service name names no resource of two: refused whatever the workload.
+        let bound = match host {
+            "files.example.com" => Some(FILES_SA),
+            "wiki.example.com" => Some(WIKI_SA),
+            _ => None,
+        };
+        prop_assert_eq!(allowed, bound == Some(principal.as_str()), "{}", report);
+    }
 }
