@@ -443,6 +443,23 @@ pub struct RawIssuer {
     /// Audiences accepted besides the resource URI (e.g. a Casdoor client id). Off by default.
     #[serde(default)]
     pub extra_audiences: Vec<String>,
+    /// Claims whose union is the token's scopes, from `scope`, `scp`, `roles`, `permissions`
+    /// (default `[scope, scp]`). Entra ID app-only tokens carry only `roles`; Auth0's RBAC
+    /// permissions are in `permissions`.
+    #[serde(default = "default_scope_claims")]
+    pub scope_claims: Vec<String>,
+    /// Claims naming the client, first present wins, from `client_id`, `azp`, `cid` (Okta),
+    /// `appid` (Entra ID v1) (default `[client_id, azp]`).
+    #[serde(default = "default_client_id_claims")]
+    pub client_id_claims: Vec<String>,
+}
+
+fn default_scope_claims() -> Vec<String> {
+    vec!["scope".into(), "scp".into()]
+}
+
+fn default_client_id_claims() -> Vec<String> {
+    vec!["client_id".into(), "azp".into()]
 }
 
 fn default_algs() -> Vec<String> {
