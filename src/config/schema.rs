@@ -271,7 +271,8 @@ pub struct RawIdentity {
     /// Header carrying the token's `sub` (default `x-mcp-authz-subject`; `null`: not sent).
     #[serde(default = "h_sub")]
     pub subject_header: Option<String>,
-    /// Header carrying the client id from `client_id` or `azp` (default `x-mcp-authz-client-id`).
+    /// Header carrying the client id from the issuer's `client_id_claims` (default
+    /// `x-mcp-authz-client-id`).
     #[serde(default = "h_client")]
     pub client_id_header: Option<String>,
     /// Header carrying the granted scopes, space-separated (default `x-mcp-authz-scopes`).
