@@ -15,26 +15,15 @@ const TENANT: &str = "9188040d-6c67-4c5b-b112-36a304b66dad";
 const API_APP: &str = "6e74172b-be56-4843-9ff4-e66a39bb12e3";
 const CLIENT_APP: &str = "1f8a3c1e-6f51-4b59-93e8-2a4f03d0b6a7";
 
-/// Check one token against a fresh app trusting `issuer` (keys from a local JWKS holding the
-/// shared RSA key under the token's `kid`), with `settings` added to the issuer entry and a
-/// single route `/mcp` needing `scope`.
-async fn decide(
-    issuer: &str,
-    settings: &str,
-    scope: &str,
-    header: &Value,
-    claims: &Value,
-) -> Answer {
-    let kid = header["kid"].as_str().expect("every IdP sends a kid");
-    let mut jwk = RSA.jwk();
-    jwk["kid"] = json!(kid);
-    let idp = Idp::start_with(json!({"keys": [jwk]})).await;
+/// The configuration: one resource trusting `issuer` with keys from `jwks` (a local JWKS),
+/// `settings` added to the issuer entry, and a single route `/mcp` needing `scope`.
+fn yaml(issuer: &str, jwks: &str, settings: &str, scope: &str) -> String {
     let settings: String = settings
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| format!("        {}\n", l.trim()))
         .collect();
-    let yaml = format!(
+    format!(
         r#"
 listen: {{grpc: "127.0.0.1:0", admin: "127.0.0.1:0"}}
 resources:
@@ -48,10 +37,29 @@ resources:
 {settings}
     routes:
       - {{name: mcp, path_prefix: /mcp, scopes: ["{scope}"]}}
-"#,
-        jwks = idp.issuer
-    );
-    let mut h = Harness::start(idp, &yaml, true).await;
+"#
+    )
+}
+
+/// An app as [`yaml`] builds it, its JWKS holding the shared RSA key under `kid`.
+async fn app(issuer: &str, kid: &str, settings: &str, scope: &str) -> Harness {
+    let mut jwk = RSA.jwk();
+    jwk["kid"] = json!(kid);
+    let idp = Idp::start_with(json!({"keys": [jwk]})).await;
+    let yaml = yaml(issuer, &idp.issuer, settings, scope);
+    Harness::start(idp, &yaml, true).await
+}
+
+/// Check one token, signed by the shared RSA key, against a fresh [`app`].
+async fn decide(
+    issuer: &str,
+    settings: &str,
+    scope: &str,
+    header: &Value,
+    claims: &Value,
+) -> Answer {
+    let kid = header["kid"].as_str().expect("every IdP sends a kid");
+    let mut h = app(issuer, kid, settings, scope).await;
     let token = RSA.mint_with_header(header, claims);
     h.bearer("POST", "/mcp", &token).await
 }
@@ -422,6 +430,43 @@ async fn entra_app_only_roles() {
             invalid_token(&a, "token_malformed", &bad.to_string());
         }
     }
+}
+
+/// A reload that changes `scope_claims` applies to tokens already verified and cached.
+#[tokio::test]
+async fn scope_claims_reload_applies_to_cached_tokens() {
+    let h = entra_header();
+    let iss = entra_v2_issuer();
+    let aud = format!("extra_audiences: [\"api://{API_APP}\"]");
+    let kid = h["kid"].as_str().unwrap();
+    let mut app = app(&iss, kid, &aud, "Files.Read.All").await;
+    let token = RSA.mint_with_header(&h, &entra_v2_app_only());
+    insufficient(
+        &app.bearer("POST", "/mcp", &token).await,
+        "Files.Read.All",
+        "before",
+    );
+    let dir = tempdir();
+    let path = dir.join("config.yaml");
+    let jwks = app.idp.issuer.clone();
+    let with_roles = format!("{aud}\nscope_claims: [scp, roles]");
+    std::fs::write(&path, yaml(&iss, &jwks, &with_roles, "Files.Read.All")).unwrap();
+    app.app.reload(&path).expect("reload with roles");
+    allowed(
+        &app.bearer("POST", "/mcp", &token).await,
+        "roles read after reload",
+    );
+    allowed(
+        &app.bearer("POST", "/mcp", &token).await,
+        "and from the cache",
+    );
+    std::fs::write(&path, yaml(&iss, &jwks, &aud, "Files.Read.All")).unwrap();
+    app.app.reload(&path).expect("reload without roles");
+    insufficient(
+        &app.bearer("POST", "/mcp", &token).await,
+        "Files.Read.All",
+        "after",
+    );
 }
 
 #[tokio::test]
