@@ -17,6 +17,7 @@ pub mod fetch_url;
 pub mod jwks;
 pub mod logfmt;
 pub mod mcp;
+pub mod mesh;
 pub mod metrics;
 pub mod normalize;
 pub mod pb;

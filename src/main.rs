@@ -120,6 +120,10 @@ enum Command {
         /// Resource id, as Envoy's context_extensions would name it.
         #[arg(long)]
         resource: Option<String>,
+        /// The receiving workload's SPIFFE id, as Istio's sidecar sends it as the destination
+        /// principal (checked against `istio.workloads` bindings).
+        #[arg(long)]
+        destination: Option<String>,
     },
     /// Check every issuer: discovery documents, JWKS and keys, algorithms, scopes, audience.
     Doctor {
@@ -220,6 +224,7 @@ fn main() -> ExitCode {
             body,
             body_file,
             resource,
+            destination,
         } => (|| {
             let c = Config::from_file(&config)?;
             let r = match &resource {
@@ -254,6 +259,7 @@ fn main() -> ExitCode {
                 token,
                 claims: claims.map(std::fs::read).transpose()?,
                 resource,
+                destination,
             };
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)?
@@ -415,6 +421,22 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
         println!("    realm: {}", r.realm);
         println!("    protected resource metadata: {}", r.prm_url);
         println!("    scopes_supported: {}", r.scopes_supported.join(" "));
+        if let Some(w) = c.istio.workloads.get(&r.id)
+            && !w.principals.is_empty()
+        {
+            println!(
+                "    mesh binding (destination principal): {}",
+                w.principals.join(" ")
+            );
+        }
+        if let Some(w) = c.istio.workloads.get(&r.id)
+            && !w.principals.is_empty()
+        {
+            println!(
+                "    mesh binding (destination principal): {}",
+                w.principals.join(" ")
+            );
+        }
         for i in &r.issuers {
             let source = c
                 .issuers

@@ -48,6 +48,17 @@ pub struct IstioSettings {
     pub gateways: Vec<String>,
     /// Resource id → its MCP server in the mesh.
     pub workloads: BTreeMap<String, IstioWorkload>,
+    /// `istio.trust_domain`.
+    pub trust_domain: String,
+}
+
+impl IstioSettings {
+    /// Each resource id with the SPIFFE ids its workload is bound to (`mesh.rs`).
+    pub fn bindings(&self) -> impl Iterator<Item = (&str, &[String])> + Clone {
+        self.workloads
+            .iter()
+            .map(|(id, w)| (id.as_str(), w.principals.as_slice()))
+    }
 }
 
 /// Validated `istio.workloads.<id>`.
@@ -57,6 +68,9 @@ pub struct IstioWorkload {
     pub selector: BTreeMap<String, String>,
     /// `(host, port)` of the MCP server's Service.
     pub destination: (String, u16),
+    /// The SPIFFE ids the workload is bound to (`service_account`'s first, then
+    /// `principals`); empty when unbound. No id is bound to two resources (`mesh.rs`).
+    pub principals: Vec<String>,
 }
 
 /// Validated `envoy:` section.

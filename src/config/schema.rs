@@ -122,6 +122,10 @@ pub struct RawIstio {
     /// The cluster's DNS domain (default `cluster.local`).
     #[serde(default = "default_cluster_domain")]
     pub cluster_domain: String,
+    /// The mesh's SPIFFE trust domain, for `workloads.<id>.service_account` (default
+    /// `cluster.local`, Istio's default `meshConfig.trustDomain`).
+    #[serde(default = "default_cluster_domain")]
+    pub trust_domain: String,
     /// Istio Gateways (`namespace/name`) through which the resources' public hosts enter the
     /// mesh; the rendered VirtualServices bind to them and to `mesh` (default: `mesh` only).
     #[serde(default)]
@@ -148,6 +152,15 @@ pub struct RawIstioWorkload {
     /// The MCP server's Kubernetes Service as `host:port`, e.g.
     /// `files-mcp.mcp.svc.cluster.local:8080` (the VirtualService route destination).
     pub destination: String,
+    /// The Kubernetes service account the MCP server's pods run as: binds the resource to the
+    /// workload identity `spiffe://<trust_domain>/ns/<namespace>/sa/<service_account>`, which
+    /// Istio's sidecar sends as the Check's destination principal (optional).
+    #[serde(default)]
+    pub service_account: Option<String>,
+    /// Further SPIFFE ids of the MCP server's workload, bound like `service_account`'s
+    /// (optional; e.g. another trust domain's).
+    #[serde(default)]
+    pub principals: Vec<String>,
 }
 
 fn default_istio_name() -> String {

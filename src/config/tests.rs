@@ -123,6 +123,96 @@ fn istio_section_defaults_and_errors() {
     }
 }
 
+/// `istio.trust_domain` and the workload bindings: the service account's Istio SPIFFE id,
+/// explicit principals, and a principal bound to two resources refused.
+#[test]
+fn istio_workload_bindings() {
+    const TWO: &str = r#"
+resources:
+  - id: files
+    uri: https://files.example.com/mcp
+    issuers: [{issuer: https://iam.example.com}]
+  - id: wiki
+    uri: https://wiki.example.com/mcp
+    issuers: [{issuer: https://iam.example.com}]
+istio:
+"#;
+    let files = "    files: {namespace: mcp, selector: {app: files}, destination: files.mcp:8080";
+    let wiki = "    wiki: {namespace: mcp, selector: {app: wiki}, destination: wiki.mcp:8080";
+    let with = |istio: &str| format!("{TWO}{istio}");
+    let c = Config::from_yaml(&with(&format!(
+        "  workloads:\n{files}, service_account: files-mcp}}\n{wiki}, principals: [spiffe://other.td/ns/x/sa/wiki]}}\n"
+    )))
+    .unwrap();
+    assert_eq!(c.istio.trust_domain, "cluster.local");
+    assert_eq!(
+        c.istio.workloads["files"].principals,
+        vec!["spiffe://cluster.local/ns/mcp/sa/files-mcp"]
+    );
+    assert_eq!(
+        c.istio.workloads["wiki"].principals,
+        vec!["spiffe://other.td/ns/x/sa/wiki"]
+    );
+    let c = Config::from_yaml(&with(&format!(
+        "  trust_domain: corp.example\n  workloads:\n{files}, service_account: files-mcp, principals: [spiffe://legacy/ns/mcp/sa/files-mcp]}}\n"
+    )))
+    .unwrap();
+    assert_eq!(
+        c.istio.workloads["files"].principals,
+        vec![
+            "spiffe://corp.example/ns/mcp/sa/files-mcp",
+            "spiffe://legacy/ns/mcp/sa/files-mcp"
+        ]
+    );
+    assert!(!c.istio.workloads.contains_key("wiki"));
+    let cases: Vec<(String, &str)> = vec![
+        (
+            with("  trust_domain: Cluster.Local\n"),
+            "istio.trust_domain",
+        ),
+        (
+            with(&format!(
+                "  workloads:\n{files}, service_account: Files_MCP}}\n"
+            )),
+            "istio.workloads.files.service_account",
+        ),
+        (
+            with(&format!(
+                "  workloads:\n{files}, principals: [spiffe://td/ns/a/sa/b/]}}\n"
+            )),
+            "istio.workloads.files.principals[0]",
+        ),
+        (
+            with(&format!(
+                "  workloads:\n{files}, principals: ['https://td/ns/a']}}\n"
+            )),
+            "istio.workloads.files.principals[0]",
+        ),
+        (
+            with(&format!(
+                "  workloads:\n{files}, service_account: s, principals: [spiffe://cluster.local/ns/mcp/sa/s]}}\n"
+            )),
+            "istio.workloads.files.principals[0]",
+        ),
+        (
+            with(&format!(
+                "  workloads:\n{files}, service_account: shared}}\n{wiki}, service_account: shared}}\n"
+            )),
+            "already bound to resource \"files\"",
+        ),
+        (
+            with(&format!(
+                "  workloads:\n{files}, principals: [spiffe://td/x]}}\n{wiki}, principals: [spiffe://td/x]}}\n"
+            )),
+            "istio.workloads.wiki",
+        ),
+    ];
+    for (yaml, want) in cases {
+        let e = err(&yaml);
+        assert!(e.contains(want), "error {e:?} should contain {want:?}");
+    }
+}
+
 #[test]
 fn errors_name_the_yaml_path() {
     let cases: &[(&str, &str)] = &[
