@@ -92,6 +92,7 @@ resources:
         name: name.map(Into::into),
         uri: uri.map(Into::into),
         reference: None,
+        subscriptions: Vec::new(),
     };
     let req = |calls: &[Call]| mcp_requirement(rules, calls).map(|s| s.joined());
     assert_eq!(req(&[call("initialize", None, None)]), Ok("".into()));
@@ -391,4 +392,39 @@ fn prm_and_preflight_are_public() {
     ));
     assert!(is_always_public(files, "OPTIONS", "/files", true));
     assert!(!is_always_public(files, "OPTIONS", "/files", false));
+}
+
+#[test]
+fn listen_subscriptions_are_held_to_their_resources_rules() {
+    // MCP 2026-07-28: `subscriptions/listen` with `notifications.resourceSubscriptions`
+    // replaces `resources/subscribe`. Before the fix only the method rule applied, so a
+    // baseline token could follow the updates of a denied resource.
+    let c = uri_rules();
+    let rules = c.resources[0].routes[0].mcp.as_ref().unwrap();
+    let listen = |uris: &[&str]| {
+        mcp_requirement(
+            rules,
+            &[Call {
+                method: Some("subscriptions/listen".into()),
+                subscriptions: uris.iter().map(|u| (*u).to_owned()).collect(),
+                ..Call::default()
+            }],
+        )
+        .map(|s| s.joined())
+    };
+    assert_eq!(listen(&[]), Ok("".into()));
+    assert_eq!(listen(&["file:///public/a"]), Ok("r:public".into()));
+    assert_eq!(
+        listen(&["file:///public/a", "file:///secret/k"]),
+        Ok("r:public r:secret".into())
+    );
+    assert_eq!(listen(&["file:///other"]), Err(McpDenial::Resource));
+    assert_eq!(
+        listen(&["file:///public/a", "file:///other"]),
+        Err(McpDenial::Resource)
+    );
+    assert!(matches!(
+        listen(&["file:///public/../secret/k"]),
+        Err(McpDenial::BadUri(_))
+    ));
 }
