@@ -8,7 +8,11 @@ checks every step.
   python client.py --url http://127.0.0.1:10000/mcp --flow client_credentials|authorization_code
                    [--scope "files:list"] [--client-id demo-cc --client-secret demo-cc-secret]
                    [--expected-issuer URL] [--deny-write] [--username alice]
-                   [--write-path NAME] [--timeout SECONDS]
+                   [--write-path NAME] [--timeout SECONDS] [--mode auto|legacy|2026-07-28]
+
+--mode is the SDK's `Client(mode=...)`: `auto` (default) opens with `server/discover`
+(MCP 2026-07-28) and falls back to `initialize` on a server of an older revision; `legacy`
+forces the `initialize` handshake (2025-11-25); a revision pins it.
 
 Output: one JSON line per step on stdout ({"step": ..., "ok": ...}), ending with
 {"done": true, "ok": true}. Exit 0 only if every check passed; 1 on any deviation.
@@ -300,7 +304,7 @@ async def run(args: argparse.Namespace) -> None:
     )
     async with browser, http:
         try:
-            client_cm = Client(streamable_http_client(args.url, http_client=http))
+            client_cm = Client(streamable_http_client(args.url, http_client=http), mode=args.mode)
             client = await client_cm.__aenter__()
         except Exception as e:  # noqa: BLE001
             step("connect", False, error=describe(e))
@@ -383,6 +387,7 @@ def main() -> None:
     p.add_argument("--username", default="alice")
     p.add_argument("--write-path")
     p.add_argument("--timeout", type=float, default=60)
+    p.add_argument("--mode", default="auto")
     args = p.parse_args()
     if args.expected_issuer is None:
         # Without it the SDK warns (MCPDeprecationWarning) that the MCP server picks the AS.
