@@ -44,9 +44,9 @@ pub struct Call {
     pub reference: Option<Reference>,
     /// `params.notifications.resourceSubscriptions` (`subscriptions/listen`, MCP 2026-07-28):
     /// the resource URIs whose `notifications/resources/updated` the client asks for, which
-    /// replace the `resources/subscribe` of earlier revisions. The Python SDK also reads the
-    /// snake-case `resource_subscriptions` (pydantic `populate_by_name`), so URIs under either
-    /// spelling are listed here.
+    /// replace the `resources/subscribe` of earlier revisions. The Python SDK's models also
+    /// accept the snake-case `resource_subscriptions` (pydantic `populate_by_name`; its HTTP
+    /// entry reads only camelCase today), so URIs under either spelling are listed here.
     pub subscriptions: Vec<String>,
 }
 
@@ -392,7 +392,7 @@ impl<'de> Visitor<'de> for FilterVisitor {
         while let Some(key) = map.next_key::<String>()? {
             seen.add(&key)?;
             match key.as_str() {
-                // Both spellings are honoured by the Python SDK (camelCase wins when both are
+                // The Python SDK's models accept both spellings (camelCase wins when both are
                 // there): every URI either names must pass.
                 "resourceSubscriptions" | "resource_subscriptions" => {
                     uris.extend(map.next_value::<Option<Vec<String>>>()?.unwrap_or_default());
