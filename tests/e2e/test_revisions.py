@@ -314,3 +314,23 @@ def test_encoded_word_mcp_name_is_decoded_as_the_server_does(renvoy, clean):
                    headers=modern_headers("resources/read", "file:///hello.txt"))
     assert r.status == 403 and "files:read" in r.header("www-authenticate"), r
     assert stack.seen() == []
+
+
+def test_python_client_listen_steps_up_to_the_resources_scope(clean):
+    """The Python SDK client's own `Client.listen()` for updates of file:///hello.txt with a
+    files:list token: 403 insufficient_scope naming files:read, the client re-authorizes, the
+    listen is allowed and the server acknowledges the subscription."""
+    stack = clean
+    argv = _client_argv(stack, "py", "client_credentials", deny_write=True) + [
+        "--listen", "file:///hello.txt"]
+    steps = run_client(stack, argv)
+    assert step_named(steps, "connect")["protocol"] == MODERN, steps
+    s = step_named(steps, "listen")
+    assert s["stepped_up"] and "files:read" in s["challenges"][0]["scope"].split(), s
+    assert {"files:list", "files:read"} <= set(s["token_scope"].split()), s
+    got = [x for x in posted(stack) if x["body"]["method"] == "subscriptions/listen"]
+    # Only the listen with the stepped-up token reached the server, and it named the URI.
+    assert len(got) == 1, got
+    assert got[0]["body"]["params"]["notifications"]["resourceSubscriptions"] == ["file:///hello.txt"]
+    assert "files:read" in got[0]["headers"]["x-mcp-authz-scopes"].split(), got[0]
+    assert got[0]["headers"]["mcp-method"] == "subscriptions/listen", got[0]
