@@ -334,3 +334,33 @@ def test_python_client_listen_steps_up_to_the_resources_scope(clean):
     assert got[0]["body"]["params"]["notifications"]["resourceSubscriptions"] == ["file:///hello.txt"]
     assert "files:read" in got[0]["headers"]["x-mcp-authz-scopes"].split(), got[0]
     assert got[0]["headers"]["mcp-method"] == "subscriptions/listen", got[0]
+
+
+def test_a_2025_06_18_client_on_the_same_config(renvoy, clean):
+    """A 2025-06-18 client (initialize handshake, MCP-Protocol-Version on later requests, no
+    Mcp-Method/Mcp-Name) through the same gate: baseline to connect, per-tool step-up."""
+    stack = clean
+    old = "2025-06-18"
+    token = stack.mint(scope="files:list")
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": old, "capabilities": {},
+                       "clientInfo": {"name": "e2e-2025-06-18", "version": "1"}}}
+    r = renvoy.mcp(init, token)
+    assert r.status == 200 and r.json()["result"]["protocolVersion"] == old, r
+    r = renvoy.mcp({"jsonrpc": "2.0", "method": "notifications/initialized"}, token,
+                   headers={"mcp-protocol-version": old})
+    assert r.status in (200, 202), r
+    h = {"mcp-protocol-version": old}
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "read_file", "arguments": {"path": "hello.txt"}}}
+    r = renvoy.mcp(call, token, headers=h)
+    assert r.status == 403, r
+    www = r.header("www-authenticate")
+    assert 'error="insufficient_scope"' in www and 'scope="files:list files:read"' in www, r
+    r = renvoy.mcp(call, stack.mint(scope="files:list files:read"), headers=h)
+    assert r.status == 200, r
+    assert r.json()["result"]["content"][0]["text"] == "hello from mcp-authz", r
+    got = posted(stack)
+    assert [s["body"]["method"] for s in got] == ["initialize", "notifications/initialized",
+                                                  "tools/call"], got
+    assert "mcp-method" not in got[-1]["headers"], got[-1]
