@@ -10,6 +10,30 @@ use clap::{Parser, Subcommand, ValueEnum};
 use mcp_authz::config::{Access, Config, KeySource};
 use mcp_authz::render;
 
+// The commands print reports meant for pipes (`mcp-authz render envoy … | head`). std's
+// `print!`/`println!` panic when the reader has gone (EPIPE: Rust ignores SIGPIPE), so these
+// shadow them for the whole file: a closed stdout ends the process quietly with success, any
+// other write error with a message and failure.
+macro_rules! print {
+    ($($arg:tt)*) => { write_stdout(format_args!($($arg)*)) };
+}
+macro_rules! println {
+    () => { write_stdout(format_args!("\n")) };
+    ($($arg:tt)*) => { write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(args).and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("mcp-authz: writing to standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "mcp-authz",

@@ -215,6 +215,81 @@ pub struct TrustedIssuer {
     pub algorithms: Vec<Alg>,
     pub leeway: Duration,
     pub extra_audiences: Vec<String>,
+    /// Claims whose union is the token's scopes, in configured order, without repeats.
+    pub scope_claims: Vec<ScopeClaim>,
+    /// Claims naming the client; the first one present wins.
+    pub client_id_claims: Vec<ClientIdClaim>,
+}
+
+/// A claim that may carry scopes (`scope_claims`). A closed set: each is parsed by
+/// [`crate::scope::ClaimValue`], which knows both shapes the IdPs use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScopeClaim {
+    /// RFC 8693 §4.2 / RFC 9068 §2.2.3: space-delimited string (Keycloak, Casdoor, Auth0).
+    Scope,
+    /// Entra ID (string) and Okta (array).
+    Scp,
+    /// Entra ID application permissions (array); client-credentials tokens carry nothing else.
+    Roles,
+    /// Auth0 RBAC with "Add Permissions in the Access Token" (array).
+    Permissions,
+}
+
+impl ScopeClaim {
+    pub const ALL: [ScopeClaim; 4] = [
+        ScopeClaim::Scope,
+        ScopeClaim::Scp,
+        ScopeClaim::Roles,
+        ScopeClaim::Permissions,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScopeClaim::Scope => "scope",
+            ScopeClaim::Scp => "scp",
+            ScopeClaim::Roles => "roles",
+            ScopeClaim::Permissions => "permissions",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ScopeClaim> {
+        ScopeClaim::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+/// A claim that may name the OAuth client (`client_id_claims`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientIdClaim {
+    /// RFC 9068 §2.2 / RFC 8693 §4.3.
+    ClientId,
+    /// OpenID Connect authorized party: Keycloak, Casdoor, Entra ID v2.
+    Azp,
+    /// Okta.
+    Cid,
+    /// Entra ID v1.
+    Appid,
+}
+
+impl ClientIdClaim {
+    pub const ALL: [ClientIdClaim; 4] = [
+        ClientIdClaim::ClientId,
+        ClientIdClaim::Azp,
+        ClientIdClaim::Cid,
+        ClientIdClaim::Appid,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientIdClaim::ClientId => "client_id",
+            ClientIdClaim::Azp => "azp",
+            ClientIdClaim::Cid => "cid",
+            ClientIdClaim::Appid => "appid",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ClientIdClaim> {
+        ClientIdClaim::ALL.into_iter().find(|c| c.as_str() == s)
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -271,7 +271,8 @@ pub struct RawIdentity {
     /// Header carrying the token's `sub` (default `x-mcp-authz-subject`; `null`: not sent).
     #[serde(default = "h_sub")]
     pub subject_header: Option<String>,
-    /// Header carrying the client id from `client_id` or `azp` (default `x-mcp-authz-client-id`).
+    /// Header carrying the client id from the issuer's `client_id_claims` (default
+    /// `x-mcp-authz-client-id`).
     #[serde(default = "h_client")]
     pub client_id_header: Option<String>,
     /// Header carrying the granted scopes, space-separated (default `x-mcp-authz-scopes`).
@@ -443,6 +444,23 @@ pub struct RawIssuer {
     /// Audiences accepted besides the resource URI (e.g. a Casdoor client id). Off by default.
     #[serde(default)]
     pub extra_audiences: Vec<String>,
+    /// Claims whose union is the token's scopes, from `scope`, `scp`, `roles`, `permissions`
+    /// (default `[scope, scp]`). Entra ID app-only tokens carry only `roles`; Auth0's RBAC
+    /// permissions are in `permissions`.
+    #[serde(default = "default_scope_claims")]
+    pub scope_claims: Vec<String>,
+    /// Claims naming the client, first present wins, from `client_id`, `azp`, `cid` (Okta),
+    /// `appid` (Entra ID v1) (default `[client_id, azp]`).
+    #[serde(default = "default_client_id_claims")]
+    pub client_id_claims: Vec<String>,
+}
+
+fn default_scope_claims() -> Vec<String> {
+    vec!["scope".into(), "scp".into()]
+}
+
+fn default_client_id_claims() -> Vec<String> {
+    vec!["client_id".into(), "azp".into()]
 }
 
 fn default_algs() -> Vec<String> {

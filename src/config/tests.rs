@@ -206,3 +206,50 @@ fn implications_close_transitively() {
     let got = expand_scopes(&c.resources[0], &Scopes::parse_space("files"));
     assert_eq!(got.len(), 1);
 }
+
+#[test]
+fn issuer_claim_lists() {
+    let c = Config::from_yaml(MIN).unwrap();
+    let t = &c.resources[0].issuers[0];
+    assert_eq!(t.scope_claims, vec![ScopeClaim::Scope, ScopeClaim::Scp]);
+    assert_eq!(
+        t.client_id_claims,
+        vec![ClientIdClaim::ClientId, ClientIdClaim::Azp]
+    );
+    let with = |extra: &str| {
+        MIN.replace(
+            "https://iam.example.com\n",
+            &format!("https://iam.example.com\n        {extra}\n"),
+        )
+    };
+    let c = Config::from_yaml(&with("scope_claims: [roles, scp, roles]")).unwrap();
+    assert_eq!(
+        c.resources[0].issuers[0].scope_claims,
+        vec![ScopeClaim::Roles, ScopeClaim::Scp]
+    );
+    let c = Config::from_yaml(&with("client_id_claims: [appid, cid]")).unwrap();
+    assert_eq!(
+        c.resources[0].issuers[0].client_id_claims,
+        vec![ClientIdClaim::Appid, ClientIdClaim::Cid]
+    );
+    let e = err(&with("scope_claims: [scope, groups]"));
+    assert!(
+        e.contains("resources[0].issuers[0].scope_claims[1]")
+            && e.contains("\"groups\" is not a claim")
+            && e.contains("scope scp roles permissions"),
+        "{e}"
+    );
+    let e = err(&with("scope_claims: []"));
+    assert!(
+        e.contains("resources[0].issuers[0].scope_claims: list at least one"),
+        "{e}"
+    );
+    let e = err(&with("client_id_claims: [sub]"));
+    assert!(
+        e.contains("resources[0].issuers[0].client_id_claims[0]")
+            && e.contains("client_id azp cid appid"),
+        "{e}"
+    );
+    let e = err(&with("client_id_claims: []"));
+    assert!(e.contains("client_id_claims: list at least one"), "{e}");
+}
