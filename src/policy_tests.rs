@@ -184,6 +184,11 @@ fn contradictory_or_unreachable_mcp_rules_are_refused() {
             "no client could connect",
         ),
         (
+            // MCP 2026-07-28 clients connect with server/discover, not initialize.
+            "        scopes: []\n        mcp: {default_method: deny, methods: {initialize: [], notifications/initialized: []}}\n",
+            "deny would refuse server/discover",
+        ),
+        (
             "        scopes: []\n        mcp: {tools: {a: [\"bad scope\"]}}\n",
             "mcp.tools.a[0]",
         ),
@@ -427,4 +432,47 @@ fn listen_subscriptions_are_held_to_their_resources_rules() {
         listen(&["file:///public/../secret/k"]),
         Err(McpDenial::BadUri(_))
     ));
+}
+
+#[test]
+fn connecting_methods_of_every_revision_are_baseline() {
+    // `default_method: deny` must let both eras connect (initialize before 2026-07-28,
+    // server/discover since), and what connecting needs is advertised in the PRM.
+    let c = Config::from_yaml(
+        r#"
+resources:
+  - id: files
+    uri: https://mcp.example.com/mcp
+    issuers: [{issuer: https://iam.example.com}]
+    routes:
+      - path: /mcp
+        scopes: [files:list]
+        mcp:
+          default_method: deny
+          methods:
+            initialize: [files:meta]
+            notifications/initialized: []
+            server/discover: [files:meta]
+            subscriptions/listen: [files:watch]
+            tools/list: []
+"#,
+    )
+    .unwrap();
+    let r = &c.resources[0];
+    assert_eq!(r.scopes_supported, ["files:list", "files:meta"]);
+    let rules = r.routes[0].mcp.as_ref().unwrap();
+    let req = |m: &str| {
+        mcp_requirement(
+            rules,
+            &[Call {
+                method: Some(m.into()),
+                ..Call::default()
+            }],
+        )
+        .map(|s| s.joined())
+    };
+    assert_eq!(req("server/discover"), Ok("files:meta".into()));
+    assert_eq!(req("subscriptions/listen"), Ok("files:watch".into()));
+    // A method the policy does not name (`ping`, gone in 2026-07-28) is the default's call.
+    assert_eq!(req("ping"), Err(McpDenial::Method));
 }
