@@ -110,9 +110,14 @@ def step_named(steps: list[dict], name: str) -> dict:
 def listen(port: int, token: str | None, notifications: dict, headers: dict | None = None):
     """POST subscriptions/listen; its answer is an endless SSE stream when accepted, so only
     the first event is read. Returns (status, headers, first event data or body)."""
+    body = json.dumps(modern("subscriptions/listen", {"notifications": notifications})).encode()
+    return listen_raw(port, token, body, headers)
+
+
+def listen_raw(port: int, token: str | None, body: bytes, headers: dict | None = None):
+    """`listen` with the body given as bytes (duplicate members, escapes)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
-        body = json.dumps(modern("subscriptions/listen", {"notifications": notifications})).encode()
         conn.putrequest("POST", "/mcp", skip_accept_encoding=True)
         h = headers if headers is not None else modern_headers("subscriptions/listen")
         if token is not None:
@@ -364,3 +369,49 @@ def test_a_2025_06_18_client_on_the_same_config(renvoy, clean):
     assert [s["body"]["method"] for s in got] == ["initialize", "notifications/initialized",
                                                   "tools/call"], got
     assert "mcp-method" not in got[-1]["headers"], got[-1]
+
+
+META_JSON = json.dumps(META)
+LISTEN_SHAPES = {
+    # name: (notifications member text, status through the gate)
+    "camelCase": ('"notifications":{"resourceSubscriptions":["file:///hello.txt"]}', 403),
+    "snake_case (the SDK's models accept it)":
+        ('"notifications":{"resource_subscriptions":["file:///hello.txt"]}', 403),
+    "both spellings": ('"notifications":{"resourceSubscriptions":[],'
+                       '"resource_subscriptions":["file:///hello.txt"]}', 403),
+    "escaped member name": ('"notifications":{"resourceSubscripti\\u006fns":["file:///hello.txt"]}', 403),
+    "escaped URI": ('"notifications":{"resourceSubscriptions":["file:\\/\\/\\/hello.txt"]}', 403),
+    "scheme in capitals": ('"notifications":{"resourceSubscriptions":["FILE:///hello.txt"]}', 403),
+    "duplicate member, the last one strong": (
+        '"notifications":{"resourceSubscriptions":[],"resourceSubscriptions":["file:///hello.txt"]}', 400),
+    "duplicate notifications": ('"notifications":{"toolsListChanged":true},'
+                                '"notifications":{"resourceSubscriptions":["file:///hello.txt"]}', 400),
+    "URI not a string": ('"notifications":{"resourceSubscriptions":[["file:///hello.txt"]]}', 400),
+    "URIs not an array": ('"notifications":{"resourceSubscriptions":"file:///hello.txt"}', 400),
+    "dot segments": ('"notifications":{"resourceSubscriptions":["file:///x/../hello.txt"]}', 400),
+    "null list": ('"notifications":{"resourceSubscriptions":null,"toolsListChanged":true}', 200),
+    "other member name case": ('"notifications":{"ResourceSubscriptions":["file:///hello.txt"],'
+                               '"toolsListChanged":true}', 200),
+}
+
+
+@pytest.mark.parametrize("shape", list(LISTEN_SHAPES))
+def test_listen_filter_shapes_never_subscribe_beyond_the_token(rstack, clean, shape):
+    """Adversarial spellings of a listen filter with a baseline (files:list) token, which may
+    follow no file:/// resource: whatever the gate lets through, the server's acknowledgment
+    (what it will deliver) names no resource; whatever it refuses never reaches the server."""
+    stack = clean
+    member, want = LISTEN_SHAPES[shape]
+    body = ('{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"_meta":'
+            + META_JSON + "," + member + "}}").encode()
+    status, hdrs, got = listen_raw(rstack.ports.envoy, stack.mint(scope="files:list"), body)
+    assert status == want, (status, hdrs, got)
+    if status == 403:
+        assert 'error="insufficient_scope"' in hdrs["www-authenticate"], hdrs
+        assert "files:read" in hdrs["www-authenticate"], hdrs
+    if status != 200:
+        assert stack.seen() == [], stack.seen()
+        return
+    assert got["method"] == "notifications/subscriptions/acknowledged", got
+    assert "resourceSubscriptions" not in got["params"]["notifications"], got
+    assert methods_seen(stack) == ["subscriptions/listen"]
