@@ -603,7 +603,12 @@ fn inspect_body(input: &CheckInput, config: &Config) -> Result<Vec<Call>, BodyEr
         ..mcp::Limits::default()
     };
     let calls = mcp::parse_body(&input.body, limits)?;
-    mcp::check_headers(&calls, input.header("mcp-method"), input.header("mcp-name"))?;
+    mcp::check_headers(
+        &calls,
+        input.header("mcp-protocol-version"),
+        input.header("mcp-method"),
+        input.header("mcp-name"),
+    )?;
     Ok(calls)
 }
 

@@ -42,6 +42,12 @@ pub struct Call {
     pub uri: Option<String>,
     /// `params.ref` (completion/complete).
     pub reference: Option<Reference>,
+    /// `params.notifications.resourceSubscriptions` (`subscriptions/listen`, MCP 2026-07-28):
+    /// the resource URIs whose `notifications/resources/updated` the client asks for, which
+    /// replace the `resources/subscribe` of earlier revisions. The Python SDK's models also
+    /// accept the snake-case `resource_subscriptions` (pydantic `populate_by_name`; its HTTP
+    /// entry reads only camelCase today), so URIs under either spelling are listed here.
+    pub subscriptions: Vec<String>,
 }
 
 /// The target a `completion/complete` request names (MCP schema `PromptReference` /
@@ -250,6 +256,7 @@ impl<'de> Visitor<'de> for MessageVisitor {
                     call.name = p.name;
                     call.uri = p.uri;
                     call.reference = p.reference;
+                    call.subscriptions = p.subscriptions;
                 }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
@@ -268,6 +275,7 @@ struct Params {
     name: Option<String>,
     uri: Option<String>,
     reference: Option<Reference>,
+    subscriptions: Vec<String>,
 }
 
 impl<'de> de::Deserialize<'de> for Params {
@@ -294,6 +302,7 @@ impl<'de> Visitor<'de> for ParamsVisitor {
                 "name" => p.name = Some(map.next_value::<String>()?),
                 "uri" => p.uri = Some(map.next_value::<String>()?),
                 "ref" => p.reference = Some(map.next_value::<RefParam>()?.0),
+                "notifications" => p.subscriptions = map.next_value::<Filter>()?.0,
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -356,12 +365,120 @@ impl<'de> Visitor<'de> for RefVisitor {
     }
 }
 
-/// Decode an `Mcp-Method` / `Mcp-Name` value: plain, or the `=?base64?<b64>?=` form for values
-/// that are not plain ASCII (MCP 2026-07-28 transports). Only SP and HTAB are trimmed (RFC 9110
-/// §5.5 optional whitespace): `str::trim` would also drop U+00A0, U+3000 and other Unicode
-/// spaces, so a header naming `\u{a0}read_file` would pass as `read_file`.
-pub fn decode_header(v: &str) -> Result<String, BodyError> {
+/// `params.notifications` of `subscriptions/listen` (MCP 2026-07-28 `SubscriptionFilter`): the
+/// resource URIs it subscribes to. An object is read as strictly as `params` (a repeated member
+/// is refused; `resourceSubscriptions` must be null or an array of strings, as pydantic
+/// requires); any other value names no resource (no SDK accepts it as a filter).
+struct Filter(Vec<String>);
+
+impl<'de> de::Deserialize<'de> for Filter {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(FilterVisitor).map(Filter)
+    }
+}
+
+struct FilterVisitor;
+
+impl<'de> Visitor<'de> for FilterVisitor {
+    type Value = Vec<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a subscription filter")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<String>, A::Error> {
+        let mut seen = Seen::default();
+        let mut uris = Vec::new();
+        while let Some(key) = map.next_key::<String>()? {
+            seen.add(&key)?;
+            match key.as_str() {
+                // The Python SDK's models accept both spellings (camelCase wins when both are
+                // there): every URI either names must pass.
+                "resourceSubscriptions" | "resource_subscriptions" => {
+                    uris.extend(map.next_value::<Option<Vec<String>>>()?.unwrap_or_default());
+                    if uris.len() > MAX_MEMBERS {
+                        return Err(de::Error::custom(MEMBERS));
+                    }
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(uris)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Vec::new())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Vec<String>, E> {
+        Ok(Vec::new())
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Vec<String>, E> {
+        Ok(Vec::new())
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Vec<String>, E> {
+        Ok(Vec::new())
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Vec<String>, E> {
+        Ok(Vec::new())
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Vec<String>, E> {
+        Ok(Vec::new())
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Vec<String>, E> {
+        Ok(Vec::new())
+    }
+}
+
+/// `MCP-Protocol-Version` values of the revisions that open with `initialize` (MCP lifecycle;
+/// 2024-10-07 is the TypeScript SDK's oldest). Any other value is a per-request-envelope
+/// request (2026-07-28 and later), as the Python SDK 2.x routes it (`HANDSHAKE_PROTOCOL_VERSIONS`,
+/// "anything else, including unknown values, goes to the modern entry").
+pub const HANDSHAKE_REVISIONS: [&str; 5] = [
+    "2024-10-07",
+    "2024-11-05",
+    "2025-03-26",
+    "2025-06-18",
+    "2025-11-25",
+];
+
+/// Methods whose target the `Mcp-Name` header carries (MCP 2026-07-28 Streamable HTTP,
+/// "Standard Request Headers"; the Python SDK's `NAME_BEARING_METHODS`).
+const NAME_BEARING: [&str; 3] = ["tools/call", "prompts/get", "resources/read"];
+
+/// Whether `MCP-Protocol-Version` makes this a 2026-07-28-style request, for which `Mcp-Method`
+/// (and `Mcp-Name` where the body names a target) are REQUIRED.
+pub fn is_modern(protocol_version: Option<&str>) -> bool {
+    protocol_version.is_some_and(|v| !HANDSHAKE_REVISIONS.contains(&v.trim_matches([' ', '\t'])))
+}
+
+/// A header value read verbatim: visible ASCII and SP, with only SP and HTAB trimmed (RFC 9110
+/// §5.5 optional whitespace; `str::trim` would also drop U+00A0, U+3000 and other Unicode
+/// spaces, so a header naming `\u{a0}read_file` would pass as `read_file`).
+fn plain_header(v: &str) -> Result<&str, BodyError> {
     let v = v.trim_matches([' ', '\t']);
+    if v.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        Ok(v)
+    } else {
+        Err(BodyError::BadHeader)
+    }
+}
+
+/// Decode an `Mcp-Name` value: plain, or the `=?base64?<b64>?=` form for values that are not
+/// plain ASCII (MCP 2026-07-28 Streamable HTTP, "Value Encoding"). As the Python SDK's
+/// `decode_header_value`: the markers are case-sensitive, the payload is canonical padded
+/// base64 (no whitespace, no non-zero trailing bits) of UTF-8, and a malformed one matches
+/// nothing (here: 400).
+pub fn decode_header(v: &str) -> Result<String, BodyError> {
+    let v = plain_header(v)?;
     if let Some(inner) = v
         .strip_prefix("=?base64?")
         .and_then(|r| r.strip_suffix("?="))
@@ -369,270 +486,60 @@ pub fn decode_header(v: &str) -> Result<String, BodyError> {
         let bytes = STANDARD.decode(inner).map_err(|_| BodyError::BadHeader)?;
         return String::from_utf8(bytes).map_err(|_| BodyError::BadHeader);
     }
-    if v.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-        Ok(v.to_owned())
-    } else {
-        Err(BodyError::BadHeader)
-    }
+    Ok(v.to_owned())
 }
 
-/// When the request carries `Mcp-Method`/`Mcp-Name` and a single-message body, they must
-/// name the same method and target, else the request is refused (400).
+/// The `Mcp-Method` / `Mcp-Name` headers (and `MCP-Protocol-Version`, which says whether they
+/// are required) against a parsed body: they must name the body's method and target, or the
+/// request is refused (400, MCP 2026-07-28 Streamable HTTP "Server Validation": a header that
+/// does not match, or a required one that is missing). mcp-authz decides on the body; the
+/// check keeps anything routing on the headers from reading another request than the one
+/// decided, and refuses what the MCP server would refuse anyway.
+///
+/// - `Mcp-Method` is compared verbatim (only `Mcp-Name` and `Mcp-Param-*` may use the base64
+///   form; the Python SDK compares `Mcp-Method` to `method` as received).
+/// - On a 2026-07-28 request ([`is_modern`]) `Mcp-Method` is required for a message with a
+///   method, and `Mcp-Name` for `tools/call`, `prompts/get` and `resources/read` whose body
+///   names a target; such a request is one message (the revision has no batches).
+/// - On an older request the headers are optional, but when sent they must agree.
 pub fn check_headers(
     calls: &[Call],
+    protocol_version: Option<&str>,
     method_h: Option<&str>,
     name_h: Option<&str>,
 ) -> Result<(), BodyError> {
-    if method_h.is_none() && name_h.is_none() {
+    let modern = is_modern(protocol_version);
+    if !modern && method_h.is_none() && name_h.is_none() {
         return Ok(());
     }
     let [call] = calls else {
         // Headers describe one message; a batch with headers is ambiguous.
         return Err(BodyError::HeaderMismatch);
     };
-    if let Some(m) = method_h
-        && call.method.as_deref() != Some(decode_header(m)?.as_str())
-    {
-        return Err(BodyError::HeaderMismatch);
+    match method_h {
+        Some(m) if call.method.as_deref() != Some(plain_header(m)?) => {
+            return Err(BodyError::HeaderMismatch);
+        }
+        None if modern && call.method.is_some() => return Err(BodyError::HeaderMismatch),
+        _ => {}
     }
-    if let Some(n) = name_h
-        && call.target() != Some(decode_header(n)?.as_str())
-    {
-        return Err(BodyError::HeaderMismatch);
+    match name_h {
+        Some(n) if call.target() != Some(decode_header(n)?.as_str()) => {
+            Err(BodyError::HeaderMismatch)
+        }
+        None if modern
+            && call.target().is_some()
+            && call
+                .method
+                .as_deref()
+                .is_some_and(|m| NAME_BEARING.contains(&m)) =>
+        {
+            Err(BodyError::HeaderMismatch)
+        }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(s: &str) -> Result<Vec<Call>, BodyError> {
-        parse_body(s.as_bytes(), Limits::default())
-    }
-
-    fn one(s: &str) -> Call {
-        let mut v = parse(s).unwrap();
-        assert_eq!(v.len(), 1);
-        v.remove(0)
-    }
-
-    #[test]
-    fn reads_method_and_target() {
-        let c = one(
-            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"a"}}}"#,
-        );
-        assert_eq!(c.method.as_deref(), Some("tools/call"));
-        assert_eq!(c.target(), Some("read_file"));
-        let c = one(
-            r#"{"jsonrpc":"2.0","id":"x","method":"resources/read","params":{"uri":"file:///a","name":"n"}}"#,
-        );
-        assert_eq!(c.target(), Some("file:///a"));
-        let c = one(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
-        assert_eq!(c.method.as_deref(), Some("notifications/initialized"));
-        assert_eq!(c.target(), None);
-        // A response (client answering a server request) has no method.
-        let c = one(r#"{"jsonrpc":"2.0","id":3,"result":{}}"#);
-        assert_eq!(c.method, None);
-        // By-position and null params carry no target.
-        assert_eq!(
-            one(r#"{"jsonrpc":"2.0","id":1,"method":"x","params":[1,2]}"#).name,
-            None
-        );
-        assert_eq!(
-            one(r#"{"jsonrpc":"2.0","id":1,"method":"x","params":null}"#).name,
-            None
-        );
-    }
-
-    #[test]
-    fn escapes_are_decoded_before_comparison() {
-        let c = one(
-            r#"{"jsonrpc":"2.0","id":1,"meth\u006fd":"tools\/call","params":{"n\u0061me":"read\u005ffile"}}"#,
-        );
-        assert_eq!(c.method.as_deref(), Some("tools/call"));
-        assert_eq!(c.name.as_deref(), Some("read_file"));
-    }
-
-    #[test]
-    fn duplicate_keys_at_each_level() {
-        for body in [
-            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","method":"tools/call"}"#,
-            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_files","name":"write_file"}}"#,
-            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"},"params":{"name":"b"}}"#,
-            r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"tools/list"}"#,
-            r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"a","uri":"b"}}"#,
-            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{},"arguments":{}}}"#,
-            // The same key spelled with an escape is the same key.
-            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","m\u0065thod":"tools/call"}"#,
-        ] {
-            assert_eq!(parse(body), Err(BodyError::DuplicateKey), "{body}");
-        }
-        // Duplicates deeper inside arguments do not affect the decision and are the server's business.
-        assert!(parse(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"x":1,"x":2}}}"#).is_ok());
-    }
-
-    #[test]
-    fn member_count_is_bounded() {
-        // Three-character names in base 36: ~7,000 members fit in 64 KiB.
-        let name = |i: usize| {
-            let d = |x: usize| char::from_digit((x % 36) as u32, 36).unwrap();
-            format!("{}{}{}", d(i / 1296), d(i / 36), d(i))
-        };
-        let params = |n: usize| {
-            let members: Vec<String> = (0..n).map(|i| format!("\"{}\":0", name(i))).collect();
-            format!(
-                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"a",{}}}}}"#,
-                members.join(",")
-            )
-        };
-        // `name` plus 127 others is the limit; one more is refused, as is a 64 KiB flood.
-        assert!(parse(&params(MAX_MEMBERS - 1)).is_ok());
-        assert_eq!(parse(&params(MAX_MEMBERS)), Err(BodyError::TooManyMembers));
-        let flood = params(7000);
-        assert!(flood.len() < 65536, "{}", flood.len());
-        assert_eq!(parse(&flood), Err(BodyError::TooManyMembers));
-        let top: Vec<String> = (0..7000).map(|i| format!("\"{}\":0", name(i))).collect();
-        let top = format!(r#"{{"jsonrpc":"2.0","method":"x",{}}}"#, top.join(","));
-        assert_eq!(parse(&top), Err(BodyError::TooManyMembers));
-        // So is a completion reference: its member names were once kept in a list scanned per
-        // member (quadratic; found reading the fuzz targets' coverage).
-        let refs: Vec<String> = (0..7000).map(|i| format!("\"{}\":0", name(i))).collect();
-        let refs = format!(
-            r#"{{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{{"ref":{{"type":"ref/prompt",{}}}}}}}"#,
-            refs.join(",")
-        );
-        assert!(refs.len() < 65536, "{}", refs.len());
-        assert_eq!(parse(&refs), Err(BodyError::TooManyMembers));
-        // A duplicate is still named as such, whatever the count.
-        assert_eq!(
-            parse(r#"{"jsonrpc":"2.0","id":1,"id":2}"#),
-            Err(BodyError::DuplicateKey)
-        );
-        // Tool arguments are skipped, not counted: a large argument object is fine.
-        let args: Vec<String> = (0..5000).map(|i| format!("\"a{i}\":0")).collect();
-        let args = format!(
-            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"a","arguments":{{{}}}}}}}"#,
-            args.join(",")
-        );
-        assert!(parse(&args).is_ok());
-    }
-
-    #[test]
-    fn not_json_rpc() {
-        for body in [
-            "",
-            "null",
-            "42",
-            "\"tools/call\"",
-            "{",
-            r#"{"method":"tools/call"}"#,
-            r#"{"jsonrpc":"1.0","method":"tools/call"}"#,
-            r#"{"jsonrpc":"2.0","method":42}"#,
-            r#"{"jsonrpc":"2.0","method":null}"#,
-            r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":7}}"#,
-            r#"{"jsonrpc":"2.0","method":"tools/call","params":"x"}"#,
-            r#"{"jsonrpc":"2.0","method":"tools/list"} {"jsonrpc":"2.0"}"#,
-            r#"[1]"#,
-        ] {
-            assert_eq!(parse(body), Err(BodyError::NotJsonRpc), "{body}");
-        }
-        // Non-UTF-8 bytes inside a string.
-        let mut b = br#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"a"#.to_vec();
-        b.extend_from_slice(&[0xff, 0xfe]);
-        b.extend_from_slice(br#""}}"#);
-        assert_eq!(
-            parse_body(&b, Limits::default()),
-            Err(BodyError::NotJsonRpc)
-        );
-    }
-
-    #[test]
-    fn numbers_and_nulls_elsewhere_are_fine() {
-        let c = one(
-            r#"{"jsonrpc":"2.0","id":1e400,"method":"ping","params":{"x":null,"y":-0.5e-3,"z":[true,false,null]}}"#,
-        );
-        assert_eq!(c.method.as_deref(), Some("ping"));
-    }
-
-    #[test]
-    fn batches() {
-        let v = parse(r#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"write_file"}}]"#).unwrap();
-        assert_eq!(v.len(), 2);
-        assert_eq!(v[1].name.as_deref(), Some("write_file"));
-        assert_eq!(parse("[]"), Err(BodyError::BadBatch));
-        let many = format!(
-            "[{}]",
-            vec![r#"{"jsonrpc":"2.0","method":"ping"}"#; 33].join(",")
-        );
-        assert_eq!(parse(&many), Err(BodyError::BadBatch));
-        assert_eq!(
-            parse(r#"[{"jsonrpc":"2.0","method":"a","method":"b"}]"#),
-            Err(BodyError::DuplicateKey)
-        );
-    }
-
-    #[test]
-    fn depth_and_size_limits() {
-        let deep = format!(
-            r#"{{"jsonrpc":"2.0","method":"tools/call","params":{{"name":"a","arguments":{}{}}}}}"#,
-            "[".repeat(100),
-            "]".repeat(100)
-        );
-        assert_eq!(parse(&deep), Err(BodyError::TooDeep));
-        // Brackets inside strings do not count.
-        let s = format!(
-            r#"{{"jsonrpc":"2.0","method":"ping","params":{{"s":"{}\"["}}}}"#,
-            "[".repeat(100)
-        );
-        assert!(parse(&s).is_ok());
-        let big = format!(
-            r#"{{"jsonrpc":"2.0","method":"ping","params":{{"s":"{}"}}}}"#,
-            "a".repeat(70000)
-        );
-        assert_eq!(parse(&big), Err(BodyError::TooLarge));
-    }
-
-    #[test]
-    fn header_forms_and_agreement() {
-        assert_eq!(decode_header("tools/call").unwrap(), "tools/call");
-        assert_eq!(
-            decode_header("=?base64?cmVhZF9maWxl?=").unwrap(),
-            "read_file"
-        );
-        assert_eq!(decode_header("=?base64?5pel5pys?=").unwrap(), "日本");
-        assert_eq!(decode_header("=?base64?!!?="), Err(BodyError::BadHeader));
-        // Field-value whitespace is SP and HTAB only (tests/props.rs found NBSP trimmed).
-        assert_eq!(decode_header(" \tread_file\t ").unwrap(), "read_file");
-        for v in [
-            "\u{a0}read_file",
-            "read_file\u{3000}",
-            "\u{85}read_file",
-            "read_file\u{b}",
-        ] {
-            assert_eq!(decode_header(v), Err(BodyError::BadHeader), "{v:?}");
-        }
-        let calls = vec![Call {
-            method: Some("tools/call".into()),
-            name: Some("read_file".into()),
-            uri: None,
-            reference: None,
-        }];
-        assert!(check_headers(&calls, Some("tools/call"), Some("read_file")).is_ok());
-        assert!(check_headers(&calls, Some("tools/call"), Some("=?base64?cmVhZF9maWxl?=")).is_ok());
-        assert!(check_headers(&calls, None, None).is_ok());
-        assert_eq!(
-            check_headers(&calls, Some("tools/list"), None),
-            Err(BodyError::HeaderMismatch)
-        );
-        assert_eq!(
-            check_headers(&calls, Some("tools/call"), Some("list_files")),
-            Err(BodyError::HeaderMismatch)
-        );
-        let two = vec![calls[0].clone(), calls[0].clone()];
-        assert_eq!(
-            check_headers(&two, Some("tools/call"), None),
-            Err(BodyError::HeaderMismatch)
-        );
-    }
-}
+#[path = "mcp_tests.rs"]
+mod tests;

@@ -191,6 +191,15 @@ pub fn mcp_requirement(rules: &McpRules, calls: &[Call]) -> Result<Scopes, McpDe
                     McpDenial::Resource,
                 )?;
             }
+            // MCP 2026-07-28 replaced `resources/subscribe` by a `subscriptions/listen` filter
+            // naming resource URIs (the Python SDK honours any URI, with no check of its own):
+            // each is held to its resource's rule, as a subscribe is, or a client without
+            // `files:read` could follow the updates of what it may not read.
+            "subscriptions/listen" => {
+                for uri in &call.subscriptions {
+                    add(resource_rule(rules, Some(uri))?, McpDenial::Resource)?;
+                }
+            }
             // A completion names a prompt or a resource template; it is held to that target's
             // rule, or a client without the target's scope could enumerate what it protects.
             "completion/complete" => match &call.reference {

@@ -92,6 +92,7 @@ resources:
         name: name.map(Into::into),
         uri: uri.map(Into::into),
         reference: None,
+        subscriptions: Vec::new(),
     };
     let req = |calls: &[Call]| mcp_requirement(rules, calls).map(|s| s.joined());
     assert_eq!(req(&[call("initialize", None, None)]), Ok("".into()));
@@ -181,6 +182,11 @@ fn contradictory_or_unreachable_mcp_rules_are_refused() {
         (
             "        scopes: []\n        mcp: {default_method: deny}\n",
             "no client could connect",
+        ),
+        (
+            // MCP 2026-07-28 clients connect with server/discover, not initialize.
+            "        scopes: []\n        mcp: {default_method: deny, methods: {initialize: [], notifications/initialized: []}}\n",
+            "deny would refuse server/discover",
         ),
         (
             "        scopes: []\n        mcp: {tools: {a: [\"bad scope\"]}}\n",
@@ -391,4 +397,82 @@ fn prm_and_preflight_are_public() {
     ));
     assert!(is_always_public(files, "OPTIONS", "/files", true));
     assert!(!is_always_public(files, "OPTIONS", "/files", false));
+}
+
+#[test]
+fn listen_subscriptions_are_held_to_their_resources_rules() {
+    // MCP 2026-07-28: `subscriptions/listen` with `notifications.resourceSubscriptions`
+    // replaces `resources/subscribe`. Before the fix only the method rule applied, so a
+    // baseline token could follow the updates of a denied resource.
+    let c = uri_rules();
+    let rules = c.resources[0].routes[0].mcp.as_ref().unwrap();
+    let listen = |uris: &[&str]| {
+        mcp_requirement(
+            rules,
+            &[Call {
+                method: Some("subscriptions/listen".into()),
+                subscriptions: uris.iter().map(|u| (*u).to_owned()).collect(),
+                ..Call::default()
+            }],
+        )
+        .map(|s| s.joined())
+    };
+    assert_eq!(listen(&[]), Ok("".into()));
+    assert_eq!(listen(&["file:///public/a"]), Ok("r:public".into()));
+    assert_eq!(
+        listen(&["file:///public/a", "file:///secret/k"]),
+        Ok("r:public r:secret".into())
+    );
+    assert_eq!(listen(&["file:///other"]), Err(McpDenial::Resource));
+    assert_eq!(
+        listen(&["file:///public/a", "file:///other"]),
+        Err(McpDenial::Resource)
+    );
+    assert!(matches!(
+        listen(&["file:///public/../secret/k"]),
+        Err(McpDenial::BadUri(_))
+    ));
+}
+
+#[test]
+fn connecting_methods_of_every_revision_are_baseline() {
+    // `default_method: deny` must let both eras connect (initialize before 2026-07-28,
+    // server/discover since), and what connecting needs is advertised in the PRM.
+    let c = Config::from_yaml(
+        r#"
+resources:
+  - id: files
+    uri: https://mcp.example.com/mcp
+    issuers: [{issuer: https://iam.example.com}]
+    routes:
+      - path: /mcp
+        scopes: [files:list]
+        mcp:
+          default_method: deny
+          methods:
+            initialize: [files:meta]
+            notifications/initialized: []
+            server/discover: [files:meta]
+            subscriptions/listen: [files:watch]
+            tools/list: []
+"#,
+    )
+    .unwrap();
+    let r = &c.resources[0];
+    assert_eq!(r.scopes_supported, ["files:list", "files:meta"]);
+    let rules = r.routes[0].mcp.as_ref().unwrap();
+    let req = |m: &str| {
+        mcp_requirement(
+            rules,
+            &[Call {
+                method: Some(m.into()),
+                ..Call::default()
+            }],
+        )
+        .map(|s| s.joined())
+    };
+    assert_eq!(req("server/discover"), Ok("files:meta".into()));
+    assert_eq!(req("subscriptions/listen"), Ok("files:watch".into()));
+    // A method the policy does not name (`ping`, gone in 2026-07-28) is the default's call.
+    assert_eq!(req("ping"), Err(McpDenial::Method));
 }

@@ -527,3 +527,76 @@ async fn content_encoded_bodies_are_415() {
         assert_eq!(a.status, 200, "{enc}");
     }
 }
+
+#[tokio::test]
+async fn mcp_2026_07_28_requests_through_check() {
+    // MCP 2026-07-28: Mcp-Method (and Mcp-Name for tools/call) are required once
+    // MCP-Protocol-Version names a non-handshake revision; subscriptions/listen is baseline and
+    // each resource it subscribes to needs that resource's scope.
+    let mut h = harness().await;
+    let list = RSA.mint(&h.claims("files:list"));
+    let read = RSA.mint(&h.claims("files:list files:read"));
+    let req = |t: &str, version: &str, headers: &[(&str, &str)], body: &str| {
+        let mut r = Req::new("POST", "/mcp")
+            .header("authorization", &format!("Bearer {t}"))
+            .header("mcp-protocol-version", version)
+            .body(body);
+        for (k, v) in headers {
+            r = r.header(k, v);
+        }
+        r
+    };
+    let discover = rpc("server/discover", "{}");
+    let a = h.check(req(&list, "2026-07-28", &[], &discover)).await;
+    assert_eq!((a.status, a.reason()), (400, "mcp_header_mismatch"));
+    let m = [("mcp-method", "server/discover")];
+    assert_eq!(
+        h.check(req(&list, "2026-07-28", &m, &discover))
+            .await
+            .status,
+        200
+    );
+    // The same body from a 2025-11-25 client needs no header.
+    assert_eq!(
+        h.check(req(&list, "2025-11-25", &[], &rpc("tools/list", "{}")))
+            .await
+            .status,
+        200
+    );
+    let tool = [("mcp-method", "tools/call")];
+    let a = h
+        .check(req(&read, "2026-07-28", &tool, &call("read_file")))
+        .await;
+    assert_eq!((a.status, a.reason()), (400, "mcp_header_mismatch"));
+    let both = [("mcp-method", "tools/call"), ("mcp-name", "read_file")];
+    assert_eq!(
+        h.check(req(&read, "2026-07-28", &both, &call("read_file")))
+            .await
+            .status,
+        200
+    );
+    let listen = [("mcp-method", "subscriptions/listen")];
+    let quiet = rpc(
+        "subscriptions/listen",
+        r#"{"notifications":{"toolsListChanged":true}}"#,
+    );
+    assert_eq!(
+        h.check(req(&list, "2026-07-28", &listen, &quiet))
+            .await
+            .status,
+        200
+    );
+    let secret = rpc(
+        "subscriptions/listen",
+        r#"{"notifications":{"resourceSubscriptions":["file:///etc/passwd"]}}"#,
+    );
+    let a = h.check(req(&list, "2026-07-28", &listen, &secret)).await;
+    assert_eq!((a.status, a.reason()), (403, "insufficient_scope"));
+    assert_eq!(challenged(&a), ["files:list", "files:read"]);
+    assert_eq!(
+        h.check(req(&read, "2026-07-28", &listen, &secret))
+            .await
+            .status,
+        200
+    );
+}

@@ -591,6 +591,20 @@ fn oracle_call(m: &Value) -> Call {
                 _ => Reference::Other,
             }
         }),
+        subscriptions: params
+            .and_then(|p| p.get("notifications"))
+            .into_iter()
+            .flat_map(|n| {
+                [
+                    n.get("resourceSubscriptions"),
+                    n.get("resource_subscriptions"),
+                ]
+            })
+            .flatten()
+            .filter_map(Value::as_array)
+            .flatten()
+            .filter_map(|u| s(Some(u)))
+            .collect(),
     }
 }
 
@@ -772,12 +786,13 @@ proptest! {
             name: (method != "resources/read").then(|| body_name.into()),
             uri: (method == "resources/read").then(|| body_name.into()),
             reference: None,
+            subscriptions: Vec::new(),
         };
         let calls = [call];
-        if mcp::check_headers(&calls, None, Some(&header)).is_ok() {
+        if mcp::check_headers(&calls, None, None, Some(&header)).is_ok() {
             prop_assert_eq!(oracle_header(&header), Some(body_name.to_owned()), "header {:?}", header);
         }
-        if mcp::check_headers(&calls, Some(&header), None).is_ok() {
+        if mcp::check_headers(&calls, None, Some(&header), None).is_ok() {
             prop_assert_eq!(oracle_header(&header), Some(method.to_owned()), "header {:?}", header);
         }
     }

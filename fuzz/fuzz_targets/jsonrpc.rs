@@ -46,6 +46,18 @@ fn agree(call: &Call, msg: &Value) {
         }
         (r, v) => panic!("params.ref disagrees: reader {r:?}, serde_json {v:?}"),
     }
+    // `subscriptions/listen` URIs (MCP 2026-07-28), under either spelling; on a body the reader
+    // accepts neither member is repeated, so serde_json's reading is the whole list.
+    let mut want: Vec<&str> = ["resourceSubscriptions", "resource_subscriptions"]
+        .iter()
+        .filter_map(|k| msg.get("params")?.get("notifications")?.get(k)?.as_array())
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let mut got: Vec<&str> = call.subscriptions.iter().map(String::as_str).collect();
+    want.sort_unstable();
+    got.sort_unstable();
+    assert_eq!(got, want, "params.notifications resource URIs");
 }
 
 /// serde_json's messages for a `\uD800`-`\uDFFF` escape not part of a surrogate pair, and

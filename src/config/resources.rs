@@ -203,9 +203,16 @@ pub(super) fn validate_resource(
                 if let Access::Scopes(s) = &route.access {
                     v.extend(s.iter().map(str::to_owned));
                 }
-                // Listing is part of connecting: the list methods' scopes are baseline too.
+                // Connecting (initialize before 2026-07-28, server/discover since) and listing
+                // are basic use: those methods' scopes are baseline too.
                 for m in route.mcp.iter() {
-                    for list in ["tools/list", "resources/list", "prompts/list"] {
+                    for list in [
+                        "initialize",
+                        "server/discover",
+                        "tools/list",
+                        "resources/list",
+                        "prompts/list",
+                    ] {
                         if let Some(Rule::Scopes(s)) = m.methods.get(list) {
                             v.extend(s.iter().map(str::to_owned));
                         }
@@ -562,7 +569,8 @@ fn validate_mcp(at: &str, m: RawMcpRules) -> Result<McpRules, ConfigError> {
     }
     let default_method = default_of("default_method", &m.default_method, false)?;
     if default_method == Rule::Deny {
-        for needed in ["initialize", "notifications/initialized"] {
+        // MCP 2025-11-25 and earlier connect with initialize; 2026-07-28 with server/discover.
+        for needed in ["initialize", "notifications/initialized", "server/discover"] {
             if !methods.contains_key(needed) {
                 return Err(invalid(
                     format!("{at}.default_method"),

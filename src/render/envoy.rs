@@ -207,13 +207,15 @@ pub fn envoy_bootstrap(config: &Config, opts: &EnvoyOptions) -> Result<String, R
 /// it (ExtAuthz.allowed_headers). `:method`, `:path` and `:authority` travel in the request
 /// attributes; Envoy adds `x-envoy-auth-partial-body` itself after this filtering; identity
 /// headers are set or removed by the allow response, so mcp-authz never needs to see them.
-const AUTHZ_REQUEST_HEADERS: [&str; 8] = [
+const AUTHZ_REQUEST_HEADERS: [&str; 9] = [
     "authorization",
     // A content-encoded body is refused where the body is inspected (415): the MCP server's
     // HTTP stack would decompress what mcp-authz can only read as bytes.
     "content-encoding",
     "mcp-method",
     "mcp-name",
+    // Says whether Mcp-Method / Mcp-Name are required (MCP 2026-07-28, `mcp::is_modern`).
+    "mcp-protocol-version",
     // Session binding (`session.rs`): the bound id is checked and replaced.
     "mcp-session-id",
     "origin",

@@ -159,6 +159,7 @@ fn bootstrap_has_the_hardening_and_filters() {
             "content-encoding",
             "mcp-method",
             "mcp-name",
+            "mcp-protocol-version",
             "mcp-session-id",
             "origin",
             "access-control-request-method",

@@ -8,7 +8,15 @@ checks every step.
   python client.py --url http://127.0.0.1:10000/mcp --flow client_credentials|authorization_code
                    [--scope "files:list"] [--client-id demo-cc --client-secret demo-cc-secret]
                    [--expected-issuer URL] [--deny-write] [--username alice]
-                   [--write-path NAME] [--timeout SECONDS]
+                   [--write-path NAME] [--timeout SECONDS] [--mode auto|legacy|2026-07-28]
+                   [--listen URI]
+
+--mode is the SDK's `Client(mode=...)`: `auto` (default) opens with `server/discover`
+(MCP 2026-07-28) and falls back to `initialize` on a server of an older revision; `legacy`
+forces the `initialize` handshake (2025-11-25); a revision pins it.
+--listen URI: right after tools/list, open a `subscriptions/listen` stream (2026-07-28) for
+tool-list changes and updates of URI, check the acknowledgment names URI, and close it (step
+"listen", with `stepped_up` when a 403 insufficient_scope came first).
 
 Output: one JSON line per step on stdout ({"step": ..., "ok": ...}), ending with
 {"done": true, "ok": true}. Exit 0 only if every check passed; 1 on any deviation.
@@ -300,7 +308,7 @@ async def run(args: argparse.Namespace) -> None:
     )
     async with browser, http:
         try:
-            client_cm = Client(streamable_http_client(args.url, http_client=http))
+            client_cm = Client(streamable_http_client(args.url, http_client=http), mode=args.mode)
             client = await client_cm.__aenter__()
         except Exception as e:  # noqa: BLE001
             step("connect", False, error=describe(e))
@@ -321,6 +329,17 @@ async def run(args: argparse.Namespace) -> None:
             r = await client.call_tool("list_files", {})
             files = [f for f in text_of(r).split("\n") if f]
             step("tools/call list_files", not r.is_error and "hello.txt" in files, files=files)
+
+            if args.listen:
+                n = len(challenges)
+                async with client.listen(tools_list_changed=True,
+                                         resource_subscriptions=[args.listen]) as sub:
+                    honored = sub.honored.model_dump(by_alias=True, exclude_none=True)
+                ups = [c for c in challenges[n:] if c["status"] == 403]
+                step("listen", honored.get("resourceSubscriptions") == [args.listen]
+                     and honored.get("toolsListChanged") is True,
+                     honored=honored, stepped_up=bool(ups), challenges=ups,
+                     token_scope=" ".join(sorted(current_scopes())))
 
             had_read = "files:read" in current_scopes()
             n = len(challenges)
@@ -383,6 +402,8 @@ def main() -> None:
     p.add_argument("--username", default="alice")
     p.add_argument("--write-path")
     p.add_argument("--timeout", type=float, default=60)
+    p.add_argument("--mode", default="auto")
+    p.add_argument("--listen")
     args = p.parse_args()
     if args.expected_issuer is None:
         # Without it the SDK warns (MCPDeprecationWarning) that the MCP server picks the AS.
