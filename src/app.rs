@@ -155,6 +155,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config: ArcSwap::from_pointee(config),
         jwks: jwks.clone(),
         cache,
+        introspect: crate::introspect::Introspector::new(metrics.clone()),
     });
     let ready = Arc::new(Readiness::default());
     let (stop, stop_rx) = watch::channel(false);

@@ -48,7 +48,8 @@ pub async fn run(config: Config, req: Request, now: u64) -> anyhow::Result<(Stri
     let authorizer = Authorizer {
         config: ArcSwap::from_pointee(config),
         jwks: jwks.clone(),
-        cache: TokenCache::new(0, metrics),
+        cache: TokenCache::new(0, metrics.clone()),
+        introspect: crate::introspect::Introspector::new(metrics),
     };
     let mut headers: HashMap<String, String> = HashMap::new();
     for (k, v) in &req.headers {
