@@ -441,3 +441,47 @@ resources:
     assert_eq!((a.status, a.reason()), (503, "introspection_unavailable"));
     assert_eq!(server2.calls(), 0);
 }
+
+#[tokio::test]
+async fn explain_and_doctor_show_introspection() {
+    let server = IntrospectionServer::start().await;
+    let idp = Idp::start(&[&RSA]).await;
+    let y = yaml(&idp, &server.endpoint(), "", ROUTES);
+    let config = mcp_authz::config::Config::from_yaml(&y).unwrap();
+    let t = opaque("explain");
+    server.answer(&t, active("files:list"));
+    let req = mcp_authz::explain::Request {
+        method: "POST".into(),
+        path: "/mcp".into(),
+        host: "mcp.example.com".into(),
+        token: Some(t.clone()),
+        ..Default::default()
+    };
+    let (out, allowed) = mcp_authz::explain::run(config.clone(), req, now())
+        .await
+        .unwrap();
+    assert!(allowed, "{out}");
+    assert!(out.contains("introspection:"), "{out}");
+    assert!(out.contains("client_secret_basic"), "{out}");
+    assert!(!out.contains("s3cret"), "{out}");
+    assert!(!out.contains(&t), "the token is never printed: {out}");
+    // doctor probes with a made-up token, never a real one.
+    let before = server.calls();
+    let (out, _) = mcp_authz::doctor::run(&config, &mcp_authz::doctor::Probe::default())
+        .await
+        .unwrap();
+    assert!(out.contains("answers a made-up token as inactive"), "{out}");
+    assert_eq!(server.calls(), before + 1);
+    let probe = &server.seen()[before];
+    assert!(probe.form["token"].starts_with("mcp-authz-doctor-probe"));
+    assert!(!out.contains("s3cret"), "{out}");
+    server.stop();
+    let (out, level) = mcp_authz::doctor::run(&config, &mcp_authz::doctor::Probe::default())
+        .await
+        .unwrap();
+    assert!(
+        out.contains("introspection: the introspection endpoint could not be reached"),
+        "{out}"
+    );
+    assert_eq!(level, mcp_authz::doctor::Level::Error);
+}

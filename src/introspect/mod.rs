@@ -59,6 +59,24 @@ pub fn opaque_issuer<'r>(resource: &'r Resource, token: &str) -> Option<&'r Trus
     resource.issuers.iter().find(|i| i.introspection.is_some())
 }
 
+/// The settings as `explain` and `doctor` show them (never the secret).
+pub fn describe(s: &IntrospectionSettings) -> String {
+    let endpoint = s
+        .endpoint
+        .as_ref()
+        .map_or("discovered".to_owned(), Url::to_string);
+    format!(
+        "endpoint {endpoint}, client {}, {}, cache {} s (inactive {} s, {} entries), {} concurrent calls, timeout {} ms",
+        crate::logfmt::escaped(&s.client_id),
+        s.auth_method.as_str(),
+        s.cache_ttl.as_secs(),
+        s.negative_ttl.as_secs(),
+        s.cache_entries,
+        s.max_concurrent,
+        s.timeout.as_millis()
+    )
+}
+
 /// What the shared call hands every waiter.
 type Fetched = Option<Result<Arc<Map<String, Value>>, CallError>>;
 
