@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 mod introspection;
+mod introspection_check;
 mod model;
 mod render;
 mod resources;

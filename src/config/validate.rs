@@ -65,7 +65,7 @@ impl TryFrom<RawConfig> for Config {
             }
             resources.push(resource);
         }
-        super::introspection::check_resources(&resources)?;
+        super::introspection_check::check_resources(&resources)?;
         let istio = validate_istio(raw.istio, grpc_addr, &resources)?;
         let sessions = raw.sessions.as_ref().map(validate_sessions).transpose()?;
         Ok(Config {
