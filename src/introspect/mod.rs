@@ -303,6 +303,12 @@ struct Call {
 
 impl Call {
     async fn run(self, tx: watch::Sender<Fetched>) {
+        // However this task ends (a panic, the runtime shutting down), the token is no longer
+        // in flight: waiters see the sender dropped (a failure), later Checks start afresh.
+        let leave = Leave {
+            state: self.state.clone(),
+            key: self.key,
+        };
         let started = Instant::now();
         let settings = &self.state.settings;
         let result = tokio::time::timeout(settings.timeout, async {
@@ -342,9 +348,22 @@ impl Call {
                 .cache
                 .insert(self.key, answer.clone(), until, now);
         }
-        // Cached first, then no longer in flight: a Check in between finds one or the other.
-        self.state.inflight.pin().remove(&self.key);
+        // Cached first, then no longer in flight (`Leave`): a Check in between finds one or
+        // the other.
+        drop(leave);
         let _ = tx.send(Some(result));
+    }
+}
+
+/// Removes a token from the in-flight map when its call ends, whichever way.
+struct Leave {
+    state: Arc<IssuerState>,
+    key: cache::Key,
+}
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        self.state.inflight.pin().remove(&self.key);
     }
 }
 
