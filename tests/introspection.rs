@@ -485,3 +485,51 @@ async fn explain_and_doctor_show_introspection() {
     );
     assert_eq!(level, mcp_authz::doctor::Level::Error);
 }
+
+/// The introspection metrics, once they have series, pass `promtool check metrics` (as the
+/// whole exposition does in tests/prometheus.rs; a missing promtool is a failure).
+#[tokio::test]
+async fn introspection_metrics_pass_promtool() {
+    let (mut h, server) = harness("").await;
+    let t = opaque("metrics");
+    server.answer(&t, active("files:list"));
+    assert_eq!(h.bearer("POST", "/mcp", &t).await.status, 200);
+    assert_eq!(h.bearer("POST", "/mcp", &t).await.status, 200);
+    let scrape = h.app.metrics.render();
+    for family in [
+        "mcp_authz_introspection_requests_total{",
+        "mcp_authz_introspection_duration_seconds_bucket{",
+        "mcp_authz_introspection_cache_requests_total{result=\"hit\"} 1",
+    ] {
+        assert!(scrape.contains(family), "{family} missing:\n{scrape}");
+    }
+    let promtool = std::env::var_os("MCP_AUTHZ_PROMTOOL")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::split_paths(&std::env::var_os("PATH")?)
+                .map(|d| d.join("promtool"))
+                .find(|p| p.is_file())
+        })
+        .expect("promtool not found: set MCP_AUTHZ_PROMTOOL or apt-get install prometheus");
+    let mut child = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(scrape.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
