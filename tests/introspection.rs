@@ -533,3 +533,28 @@ async fn introspection_metrics_pass_promtool() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `explain --claims` checks a claims document offline: nothing is sent to the endpoint.
+#[tokio::test]
+async fn explain_offline_claims_never_introspect() {
+    let server = IntrospectionServer::start().await;
+    let idp = Idp::start(&[&RSA]).await;
+    let y = yaml(&idp, &server.endpoint(), "", ROUTES);
+    let config = mcp_authz::config::Config::from_yaml(&y).unwrap();
+    for path in ["/mcp", "/mcp/admin"] {
+        let claims = json!({"iss": idp.issuer, "aud": AUD, "exp": now() + 300,
+            "scope": "files:list", "sub": "offline"});
+        let req = mcp_authz::explain::Request {
+            method: "POST".into(),
+            path: path.into(),
+            host: "mcp.example.com".into(),
+            claims: Some(claims.to_string().into_bytes()),
+            ..Default::default()
+        };
+        let (out, allowed) = mcp_authz::explain::run(config.clone(), req, now())
+            .await
+            .unwrap();
+        assert!(allowed, "{path}: {out}");
+    }
+    assert_eq!(server.calls(), 0);
+}
