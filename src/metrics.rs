@@ -424,6 +424,17 @@ impl Metrics {
         m.seconds.with_label_values(&[issuer]).observe(seconds);
     }
 
+    /// Create `issuer`'s introspection call series at 0, so the first failure is visible to
+    /// `increase()` (see `init_series`).
+    pub fn introspection_init(&self, issuer: &str) {
+        for result in ["active", "inactive", "error", "timeout"] {
+            self.0
+                .introspection
+                .calls
+                .with_label_values(&[issuer, result]);
+        }
+    }
+
     /// An introspection cache lookup: `hit` or miss.
     pub fn introspection_cache(&self, hit: bool) {
         let m = &self.0.introspection;

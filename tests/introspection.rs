@@ -491,6 +491,12 @@ async fn explain_and_doctor_show_introspection() {
 #[tokio::test]
 async fn introspection_metrics_pass_promtool() {
     let (mut h, server) = harness("").await;
+    // The call series exist at 0 from the start, so the first failure shows in increase().
+    let line = format!(
+        "mcp_authz_introspection_requests_total{{issuer=\"{}\",result=\"error\"}} 0",
+        h.idp.issuer
+    );
+    assert!(h.app.metrics.render().contains(&line), "{line}");
     let t = opaque("metrics");
     server.answer(&t, active("files:list"));
     assert_eq!(h.bearer("POST", "/mcp", &t).await.status, 200);

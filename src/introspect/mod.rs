@@ -24,7 +24,7 @@ pub use cache::{AnswerCache, key};
 pub use client::{CallError, MAX_RESPONSE_BYTES, basic_credentials, form, parse};
 pub use judge::{Refusal, cache_until, judge};
 
-use crate::config::{IntrospectionSettings, Resource, TrustedIssuer};
+use crate::config::{Config, IntrospectionSettings, Resource, TrustedIssuer};
 use crate::fetch_url::check_fetch_url;
 use crate::jwks::{JwksManager, discovery_urls};
 use crate::metrics::Metrics;
@@ -122,6 +122,18 @@ impl Introspector {
         }
     }
 
+    /// Set up every introspecting issuer of `config` (at start and on reload), so its metric
+    /// series exist at 0 before its first call.
+    pub fn prepare(&self, config: &Config) {
+        for r in &config.resources {
+            for i in &r.issuers {
+                if let Some(s) = &i.introspection {
+                    self.state(&i.issuer, s);
+                }
+            }
+        }
+    }
+
     fn state(&self, issuer: &str, settings: &Arc<IntrospectionSettings>) -> Arc<IssuerState> {
         let map = self.issuers.pin();
         if let Some(s) = map.get(issuer)
@@ -137,6 +149,7 @@ impl Introspector {
             discovered: ArcSwapOption::empty(),
         });
         map.insert(issuer.to_owned(), fresh.clone());
+        self.metrics.introspection_init(issuer);
         fresh
     }
 
