@@ -314,6 +314,7 @@ async fn garbage_answers_are_endpoint_failures() {
         Behaviour::Status(401),
         Behaviour::Html,
         Behaviour::NotObject,
+        Behaviour::Huge,
     ]
     .into_iter()
     .enumerate()

@@ -24,6 +24,8 @@ pub enum Behaviour {
     Html,
     /// JSON, but not an object.
     NotObject,
+    /// The answer padded past mcp-authz's 64 KiB cap (still a valid, active answer).
+    Huge,
 }
 
 /// One request as the endpoint saw it.
@@ -177,5 +179,10 @@ async fn introspect(
         )
             .into_response(),
         Behaviour::NotObject => (json, "[true]").into_response(),
+        Behaviour::Huge => {
+            let mut big = answer;
+            big["padding"] = Value::String("x".repeat(70 * 1024));
+            (json, big.to_string()).into_response()
+        }
     }
 }
