@@ -565,3 +565,21 @@ async fn explain_offline_claims_never_introspect() {
     }
     assert_eq!(server.calls(), 0);
 }
+
+/// A reload that changes an issuer's introspection settings takes effect at once: the new
+/// endpoint is asked, not the old answers reused.
+#[tokio::test]
+async fn reload_switches_endpoint_and_forgets_old_answers() {
+    let (mut h, a) = harness("").await;
+    let b = IntrospectionServer::start().await;
+    let t = opaque("reload");
+    a.answer(&t, active("files:list"));
+    assert_eq!(h.bearer("POST", "/mcp", &t).await.status, 200);
+    // B says the token was revoked.
+    let path = tempdir().join("mcp-authz.yaml");
+    std::fs::write(&path, yaml(&h.idp, &b.endpoint(), "", ROUTES)).unwrap();
+    h.app.reload(&path).expect("reload");
+    let r = h.bearer("POST", "/mcp", &t).await;
+    assert_eq!((r.status, r.reason()), (401, "token_inactive"));
+    assert_eq!((a.calls(), b.calls()), (1, 1));
+}
