@@ -190,15 +190,15 @@ async fn answers_are_cached_by_token_and_never_past_exp() {
     // The answer changes at the endpoint (revoked): the cached one stands until its time.
     server.answer(&t, json!({"active": false}));
     assert_eq!(h.bearer("POST", "/mcp", &t).await.status, 200);
-    // An answer expiring in 2 s is reused for 2 s, not `cache_seconds` (60).
+    // An answer expiring in 4 s is reused for 4 s, not `cache_seconds` (60).
     let short = opaque("short");
     let mut v = active("files:list");
-    v["exp"] = json!(now() + 2);
+    v["exp"] = json!(now() + 4);
     server.answer(&short, v);
     assert_eq!(h.bearer("POST", "/mcp", &short).await.status, 200);
     assert_eq!(h.bearer("POST", "/mcp", &short).await.status, 200);
     assert_eq!(server.calls(), 2);
-    tokio::time::sleep(Duration::from_millis(3100)).await;
+    tokio::time::sleep(Duration::from_millis(5100)).await;
     // Past its exp the answer is asked for again (the token's leeway still lets it pass).
     assert_eq!(h.bearer("POST", "/mcp", &short).await.status, 200);
     assert_eq!(server.calls(), 3, "the cache must not outlive exp");
@@ -206,14 +206,14 @@ async fn answers_are_cached_by_token_and_never_past_exp() {
 
 #[tokio::test]
 async fn negative_answers_are_cached_briefly() {
-    let (mut h, server) = harness(", negative_cache_seconds: 1, cache_seconds: 60").await;
+    let (mut h, server) = harness(", negative_cache_seconds: 3, cache_seconds: 60").await;
     let t = opaque("neg");
     assert_eq!(h.bearer("POST", "/mcp", &t).await.status, 401);
     assert_eq!(h.bearer("POST", "/mcp", &t).await.status, 401);
     assert_eq!(server.calls(), 1);
     // The token becomes active (e.g. it had not yet replicated): seen after the short TTL.
     server.answer(&t, active("files:list"));
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(4100)).await;
     assert_eq!(h.bearer("POST", "/mcp", &t).await.status, 200);
     assert_eq!(server.calls(), 2);
 }
