@@ -7,6 +7,7 @@ const PROTOS: &[&str] = &[
     "proto/envoy/service/auth/v3/external_auth.proto",
     "proto/envoy/service/auth/v3/attribute_context.proto",
     "proto/envoy/service/ext_proc/v3/external_processor.proto",
+    "proto/envoy/config/core/v3/address.proto",
     "proto/envoy/config/core/v3/base.proto",
     "proto/envoy/type/v3/http_status.proto",
     "proto/google/rpc/status.proto",

@@ -19,7 +19,7 @@ use crate::pb::envoy::config::core::v3::{
 };
 use crate::pb::envoy::service::auth::v3::{
     AttributeContext, CheckRequest, CheckResponse, DeniedHttpResponse, OkHttpResponse,
-    attribute_context::{HttpRequest, Request as AttrRequest},
+    attribute_context::{HttpRequest, Peer, Request as AttrRequest},
     authorization_server::Authorization,
     check_response::HttpResponse,
 };
@@ -118,8 +118,15 @@ fn to_input(req: CheckRequest) -> (CheckInput, String) {
         request,
         context_extensions,
         source: _,
-        destination: _,
+        destination,
     } = req.attributes.unwrap_or_default();
+    let Peer {
+        principal: destination_principal,
+        address: _,
+        service: _,
+        labels: _,
+        certificate: _,
+    } = destination.unwrap_or_default();
     let AttrRequest { http, time: _ } = request.unwrap_or_default();
     let HttpRequest {
         id,
@@ -191,6 +198,7 @@ fn to_input(req: CheckRequest) -> (CheckInput, String) {
             headers,
             context_extensions,
             body,
+            destination_principal,
         },
         request_id,
     )

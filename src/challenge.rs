@@ -2,6 +2,7 @@
 //! `resource_metadata` and `scope` attributes, and the JSON body — one exhaustive mapping.
 
 use crate::mcp::BodyError;
+use crate::mesh::DestinationError;
 use crate::policy::McpDenial;
 use crate::token::TokenError;
 
@@ -42,6 +43,10 @@ pub enum DenyReason {
     /// forged id). 404: MCP Streamable HTTP "Session Management" — the client starts a new
     /// session; to this principal the session does not exist.
     UnknownSession,
+    /// The resource chosen from `:authority` is not the one the receiving workload is bound
+    /// to, or the workload's identity is unknown while bindings are configured (`mesh.rs`).
+    /// 403 without a challenge: no token can fix it (contract §2, "policy forbids it").
+    Destination(DestinationError),
     /// Something failed inside mcp-authz. Never an allow.
     Internal,
     /// The CheckRequest itself could not be decoded (a header value that is not UTF-8, a
@@ -180,6 +185,20 @@ impl DenyReason {
                 "No protected resource is configured for this request",
                 false,
                 "unknown_resource",
+            ),
+            DenyReason::Destination(DestinationError::Mismatch) => s(
+                403,
+                None,
+                "The request host names another resource than the workload that received it",
+                false,
+                "destination_mismatch",
+            ),
+            DenyReason::Destination(DestinationError::Unauthenticated) => s(
+                403,
+                None,
+                "The receiving workload is not identified (mutual TLS is required)",
+                false,
+                "destination_unauthenticated",
             ),
             DenyReason::BadPath => s(
                 400,
@@ -491,6 +510,8 @@ mod tests {
             DenyReason::McpDenied(McpDenial::Resource),
             DenyReason::McpDenied(McpDenial::Prompt),
             DenyReason::McpDenied(McpDenial::BadUri(UriError::DotSegment)),
+            DenyReason::Destination(DestinationError::Mismatch),
+            DenyReason::Destination(DestinationError::Unauthenticated),
         ];
         for r in &all {
             match r {
@@ -539,6 +560,9 @@ mod tests {
                     | McpDenial::Resource
                     | McpDenial::Prompt
                     | McpDenial::BadUri(_),
+                ) => {}
+                DenyReason::Destination(
+                    DestinationError::Mismatch | DestinationError::Unauthenticated,
                 ) => {}
             }
         }

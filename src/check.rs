@@ -11,12 +11,13 @@ use crate::cache::TokenCache;
 use crate::challenge::{ChallengeTarget, DenyReason};
 use crate::config::{
     Config, IdentityHeaders, IntrospectMode, McpRules, PREFLIGHT_CONTEXT_KEY, PREFLIGHTS_BY_PROXY,
-    Resource, StepUpStrategy, expand_scopes,
+    RESOURCE_CONTEXT_KEY, Resource, StepUpStrategy, expand_scopes,
 };
 use crate::credentials::bearer_token;
 use crate::introspect::{self, Introspector, Refusal};
 use crate::jwks::JwksManager;
 use crate::mcp::{self, BodyError, Call};
+use crate::mesh::{self, Destination, DestinationError};
 use crate::normalize;
 use crate::policy::{self, Requirement};
 use crate::scope::Scopes;
@@ -37,6 +38,9 @@ pub struct CheckInput {
     pub context_extensions: HashMap<String, String>,
     /// The request body as Envoy buffered it (empty when none was sent to us).
     pub body: Vec<u8>,
+    /// The destination peer's authenticated identity (`attributes.destination.principal`: in
+    /// the mesh, the receiving workload's SPIFFE id); empty over plaintext.
+    pub destination_principal: String,
 }
 
 impl CheckInput {
@@ -122,8 +126,8 @@ impl Authorizer {
     /// the token cache is bypassed so every validation step really runs.
     ///
     /// The steps, in order, each a function below returning its result or the answer reached
-    /// early (a denial, or a public route's allow): path, resource, route, credentials, token,
-    /// body and MCP rules, scopes, session.
+    /// early (a denial, or a public route's allow): path, resource, destination, route,
+    /// credentials, token, body and MCP rules, scopes, session.
     pub async fn decide_traced(&self, input: &CheckInput, now: u64, trace: &mut Trace) -> Decision {
         // Before the configuration: see `TokenCache::epoch` (a reload must not be outlived).
         let epoch = self.cache.epoch();
@@ -145,6 +149,7 @@ impl Authorizer {
         let host = normalize::authority_host(&input.host);
         let path = step_path(input, trace)?;
         let resource = step_resource(config, input, &host, &path, trace)?;
+        step_destination(config, input, resource, trace)?;
         let route = step_route(resource, input, &method, &host, &path, trace)?;
         let token = route.step_credentials(input, trace)?;
         let principal = self
@@ -294,6 +299,53 @@ fn step_resource<'c>(
                 policy::ResourceMiss::Ambiguous => DenyReason::BadPath,
             };
             deny_early(reason, None)
+        }
+    }
+}
+
+/// Destination: when the resource was chosen from `:authority` (no context extension names it,
+/// as under Istio's `CUSTOM` action) and `istio.workloads` are bound to SPIFFE ids, the
+/// receiving workload must be that resource's (`mesh.rs`). Before the route, so that a public
+/// route of the named resource is not served by another resource's workload either.
+fn step_destination(
+    config: &Config,
+    input: &CheckInput,
+    resource: &Resource,
+    trace: &mut Trace,
+) -> ControlFlow<Decision> {
+    if input.context_extensions.contains_key(RESOURCE_CONTEXT_KEY) {
+        if trace.enabled() && mesh::any_bound(config.istio.bindings()) {
+            trace.ok("destination", || {
+                "not checked: a context extension names the resource".into()
+            });
+        }
+        return ControlFlow::Continue(());
+    }
+    let principal = &input.destination_principal;
+    match mesh::check_destination(config.istio.bindings(), &resource.id, principal) {
+        Ok(Destination::Unbound) => ControlFlow::Continue(()),
+        Ok(found) => {
+            trace.ok("destination", || match found {
+                Destination::Bound => format!("{principal:?} is bound to {}", resource.id),
+                _ => format!("{principal:?} and {} are both unbound", resource.id),
+            });
+            ControlFlow::Continue(())
+        }
+        Err(e) => {
+            trace.fail(
+                "destination",
+                &match e {
+                    DestinationError::Unauthenticated => {
+                        "no destination principal (plaintext) while workloads are bound".to_owned()
+                    }
+                    DestinationError::Mismatch => format!(
+                        "{principal:?} is bound to {}, the host names {}",
+                        mesh::bound_to(config.istio.bindings(), principal).unwrap_or("no resource"),
+                        resource.id
+                    ),
+                },
+            );
+            deny_early(DenyReason::Destination(e), Some(resource))
         }
     }
 }

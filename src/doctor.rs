@@ -13,10 +13,11 @@ use url::Url;
 
 use std::sync::Arc;
 
-use crate::config::{Alg, Config, KeySource, Resource, TrustedIssuer};
+use crate::config::{Alg, ClientIdClaim, Config, KeySource, Resource, ScopeClaim, TrustedIssuer};
 use crate::introspect::{self, CallError, Introspector};
 use crate::jwks::{self, JwksManager};
 use crate::metrics::Metrics;
+use crate::scope::ClaimValue;
 
 /// How serious a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -108,7 +109,7 @@ pub async fn run(config: &Config, probe: &Probe) -> anyhow::Result<(String, Leve
         }
         if let Some(m) = &metadata {
             check_scopes(m, &resources, &mut r);
-            check_audience(&jwks, m, &resources, probe, &mut r).await;
+            check_audience(&jwks, m, &issuer.issuer, &resources, probe, &mut r).await;
         }
         let trusted = resources
             .iter()
@@ -216,7 +217,8 @@ async fn check_metadata(
             Some(i) if i == issuer => r.ok(format!("{name} {url}: issuer matches")),
             Some(i) => {
                 r.error(format!(
-                    "{name} {url} names issuer {i:?}, but tokens are expected from {issuer:?}: they must match exactly (RFC 8414 §3.3)"
+                    "{name} {url} names issuer {i:?}, but tokens are expected from {issuer:?}: they must match exactly (RFC 8414 §3.3){}",
+                    issuer_hint(i, issuer)
                 ));
                 continue;
             }
@@ -245,6 +247,28 @@ async fn check_metadata(
         r.error("no discovery document could be used");
     }
     found
+}
+
+/// Why a discovery document's issuer may differ from the configured one, for the IdPs whose
+/// issuer strings are easy to get wrong.
+fn issuer_hint(named: &str, configured: &str) -> &'static str {
+    let entra = |u: &str| u.contains("sts.windows.net") || u.contains("login.microsoftonline.com");
+    let host_and_rest = |u: &str| -> Option<(String, String)> {
+        let u = Url::parse(u).ok()?;
+        Some((u.host_str()?.to_ascii_lowercase(), u.path().to_owned()))
+    };
+    if named.trim_end_matches('/') == configured.trim_end_matches('/') {
+        "; they differ only in a trailing slash (Auth0's and Entra ID v1's issuers end with one)"
+    } else if entra(named) && entra(configured) {
+        "; Entra ID v1 tokens are issued by https://sts.windows.net/<tenant>/, v2 tokens by https://login.microsoftonline.com/<tenant>/v2.0 (the application's accessTokenAcceptedVersion decides)"
+    } else if matches!(
+        (host_and_rest(named), host_and_rest(configured)),
+        (Some((h1, p1)), Some((h2, p2))) if h1 != h2 && p1 == p2
+    ) {
+        "; a Casdoor/Hanzo IAM issuer follows the Host of each request unless `origin` is set in its configuration: pin it, then configure that URL"
+    } else {
+        ""
+    }
 }
 
 fn check_keys(body: &[u8], issuer: &str, resources: &[&Resource], r: &mut Report) {
@@ -346,10 +370,12 @@ fn check_scopes(meta: &Value, resources: &[&Resource], r: &mut Report) {
     }
 }
 
-/// RFC 8707: ask for a token for each resource (client credentials) and look at its `aud`.
+/// RFC 8707: ask for a token for each resource (client credentials) and look at its `aud`, and
+/// at the claims its scopes and client id arrive in against `scope_claims`/`client_id_claims`.
 async fn check_audience(
     jwks: &JwksManager,
     meta: &Value,
+    issuer: &str,
     resources: &[&Resource],
     probe: &Probe,
     r: &mut Report,
@@ -364,35 +390,128 @@ async fn check_audience(
     };
     for res in resources {
         let scope = res.scopes_supported.join(" ");
-        match jwks.client_credentials_token(endpoint, id, secret, &res.uri, &scope).await {
-            Ok(token) => match token_audience(&token) {
-                Some(aud) if aud.iter().any(|a| a == &res.uri) => {
-                    r.ok(format!("resource {}: tokens carry aud {} (RFC 8707 resource indicators work)", res.id, res.uri))
-                }
-                Some(aud) => r.error(format!(
-                    "resource {}: the token's aud is {:?}, not {}: enable resource indicators at the AS, or accept the client id with extra_audiences",
-                    res.id, aud, res.uri
-                )),
-                None => r.error(format!(
-                    "resource {}: the AS issued an opaque (non-JWT) access token; mcp-authz validates JWTs only",
-                    res.id
-                )),
-            },
-            Err(e) => r.error(format!("resource {}: token request failed: {e}", res.id)),
+        let token = match jwks
+            .client_credentials_token(endpoint, id, secret, &res.uri, &scope)
+            .await
+        {
+            Ok(t) => t,
+            Err(e) => {
+                r.error(format!("resource {}: token request failed: {e}", res.id));
+                continue;
+            }
+        };
+        let Some(claims) = token_claims(&token) else {
+            r.error(format!(
+                "resource {}: the AS issued an opaque (non-JWT) access token; mcp-authz validates JWTs only",
+                res.id
+            ));
+            continue;
+        };
+        let aud = audiences(&claims);
+        if aud.iter().any(|a| a == &res.uri) {
+            r.ok(format!(
+                "resource {}: tokens carry aud {} (RFC 8707 resource indicators work)",
+                res.id, res.uri
+            ));
+        } else {
+            // The usual cause: the AS ignores `resource` and puts the client in `aud` (Casdoor
+            // on the client-credentials grant, Keycloak without an audience mapper, Entra ID).
+            let clients = client_ids(&claims, id);
+            let is_client = !aud.is_empty() && aud.iter().all(|a| clients.contains(a));
+            r.error(format!(
+                "resource {}: the token's aud is {:?}{}, not {}: enable resource indicators at the AS, or accept the client id with extra_audiences",
+                res.id,
+                aud,
+                if is_client { ", the client id" } else { "" },
+                res.uri
+            ));
+        }
+        if let Some(t) = res.issuers.iter().find(|t| t.issuer == issuer) {
+            check_claim_shapes(&claims, t, &res.id, r);
         }
     }
 }
 
-fn token_audience(token: &str) -> Option<Vec<String>> {
+/// Scopes or a client id in a claim the issuer's settings do not read, and configured scope
+/// claims a token would be refused for (see `scope::ClaimValue`).
+fn check_claim_shapes(claims: &Value, t: &TrustedIssuer, res: &str, r: &mut Report) {
+    for claim in ScopeClaim::ALL {
+        let Some(v) = claims.get(claim.as_str()) else {
+            continue;
+        };
+        let configured = t.scope_claims.contains(&claim);
+        match ClaimValue::parse(v) {
+            Ok(s) if !configured && !s.is_empty() => r.warn(format!(
+                "resource {res}: the token carries scopes in `{}` ({}), which scope_claims does not read: add it to scope_claims or these scopes are ignored",
+                claim.as_str(),
+                s.joined()
+            )),
+            Ok(_) => {}
+            Err(e) if configured => r.error(format!(
+                "resource {res}: the token's `{}` claim is unusable ({e}): such tokens are refused as malformed",
+                claim.as_str()
+            )),
+            Err(_) => {}
+        }
+    }
+    let present: Vec<ClientIdClaim> = ClientIdClaim::ALL
+        .into_iter()
+        .filter(|c| claims.get(c.as_str()).is_some_and(Value::is_string))
+        .collect();
+    if !present.is_empty() && !present.iter().any(|c| t.client_id_claims.contains(c)) {
+        let names: Vec<&str> = present.iter().map(|c| c.as_str()).collect();
+        r.warn(format!(
+            "resource {res}: the token names its client in `{}`, which client_id_claims does not read: logs and the client id header will have none",
+            names.join("`, `")
+        ));
+    }
+}
+
+fn token_claims(token: &str) -> Option<Value> {
     let payload = token.split('.').nth(1)?;
-    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
-    match claims.get("aud")? {
-        Value::String(s) => Some(vec![s.clone()]),
-        Value::Array(a) => Some(
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect(),
-        ),
-        _ => Some(vec![]),
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()
+}
+
+fn audiences(claims: &Value) -> Vec<String> {
+    match claims.get("aud") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        _ => vec![],
+    }
+}
+
+/// Every client id the token or the probe names, whatever claim carries it.
+fn client_ids(claims: &Value, probe_id: &str) -> Vec<String> {
+    ClientIdClaim::ALL
+        .into_iter()
+        .filter_map(|c| claims.get(c.as_str()).and_then(Value::as_str))
+        .chain([probe_id])
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issuer_hints() {
+        let tid = "9188040d-6c67-4c5b-b112-36a304b66dad";
+        let v1 = format!("https://sts.windows.net/{tid}/");
+        let v2 = format!("https://login.microsoftonline.com/{tid}/v2.0");
+        assert!(issuer_hint(&v2, &v1).contains("accessTokenAcceptedVersion"));
+        assert!(
+            issuer_hint("https://t.auth0.com/", "https://t.auth0.com").contains("trailing slash")
+        );
+        assert!(
+            issuer_hint("http://10.0.0.5:8000", "https://iam.example.com").contains("`origin`")
+        );
+        assert_eq!(
+            issuer_hint("https://a.example/realms/x", "https://a.example/realms/y"),
+            ""
+        );
     }
 }

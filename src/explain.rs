@@ -28,6 +28,9 @@ pub struct Request {
     pub claims: Option<Vec<u8>>,
     /// Name the resource as Envoy's `context_extensions` would.
     pub resource: Option<String>,
+    /// The destination principal (the receiving workload's SPIFFE id), as Istio's sidecar
+    /// would send it.
+    pub destination: Option<String>,
 }
 
 /// Decide `req` under `config` with every step recorded; returns the report and whether the
@@ -78,6 +81,7 @@ pub async fn run(config: Config, req: Request, now: u64) -> anyhow::Result<(Stri
         headers,
         context_extensions,
         body: req.body.clone(),
+        destination_principal: req.destination.clone().unwrap_or_default(),
     };
     let decision = authorizer.decide_traced(&input, now, &mut trace).await;
     jwks.shutdown();
@@ -86,6 +90,9 @@ pub async fn run(config: Config, req: Request, now: u64) -> anyhow::Result<(Stri
         "request: {} {} (host {})",
         req.method, req.path, req.host
     )?;
+    if let Some(d) = &req.destination {
+        writeln!(out, "destination: {d:?}")?;
+    }
     if req.claims.is_some() {
         writeln!(
             out,

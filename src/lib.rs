@@ -18,6 +18,7 @@ pub mod introspect;
 pub mod jwks;
 pub mod logfmt;
 pub mod mcp;
+pub mod mesh;
 pub mod metrics;
 pub mod normalize;
 pub mod pb;

@@ -10,6 +10,30 @@ use clap::{Parser, Subcommand, ValueEnum};
 use mcp_authz::config::{Access, Config, KeySource};
 use mcp_authz::render;
 
+// The commands print reports meant for pipes (`mcp-authz render envoy … | head`). std's
+// `print!`/`println!` panic when the reader has gone (EPIPE: Rust ignores SIGPIPE), so these
+// shadow them for the whole file: a closed stdout ends the process quietly with success, any
+// other write error with a message and failure.
+macro_rules! print {
+    ($($arg:tt)*) => { write_stdout(format_args!($($arg)*)) };
+}
+macro_rules! println {
+    () => { write_stdout(format_args!("\n")) };
+    ($($arg:tt)*) => { write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(args).and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("mcp-authz: writing to standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "mcp-authz",
@@ -96,6 +120,10 @@ enum Command {
         /// Resource id, as Envoy's context_extensions would name it.
         #[arg(long)]
         resource: Option<String>,
+        /// The receiving workload's SPIFFE id, as Istio's sidecar sends it as the destination
+        /// principal (checked against `istio.workloads` bindings).
+        #[arg(long)]
+        destination: Option<String>,
     },
     /// Check every issuer: discovery documents, JWKS and keys, algorithms, scopes, audience.
     Doctor {
@@ -196,6 +224,7 @@ fn main() -> ExitCode {
             body,
             body_file,
             resource,
+            destination,
         } => (|| {
             let c = Config::from_file(&config)?;
             let r = match &resource {
@@ -230,6 +259,7 @@ fn main() -> ExitCode {
                 token,
                 claims: claims.map(std::fs::read).transpose()?,
                 resource,
+                destination,
             };
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)?
@@ -391,6 +421,22 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
         println!("    realm: {}", r.realm);
         println!("    protected resource metadata: {}", r.prm_url);
         println!("    scopes_supported: {}", r.scopes_supported.join(" "));
+        if let Some(w) = c.istio.workloads.get(&r.id)
+            && !w.principals.is_empty()
+        {
+            println!(
+                "    mesh binding (destination principal): {}",
+                w.principals.join(" ")
+            );
+        }
+        if let Some(w) = c.istio.workloads.get(&r.id)
+            && !w.principals.is_empty()
+        {
+            println!(
+                "    mesh binding (destination principal): {}",
+                w.principals.join(" ")
+            );
+        }
         for i in &r.issuers {
             let source = c
                 .issuers

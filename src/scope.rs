@@ -1,6 +1,9 @@
-//! OAuth scope lists: parsing the `scope`/`scp` claim forms and keeping configured order.
+//! OAuth scope lists: parsing the claims that carry scopes (`scope`, `scp`, `roles`,
+//! `permissions`) strictly, and keeping configured order.
 
 use std::collections::BTreeSet;
+
+use serde_json::Value;
 
 /// A set of scopes used for membership tests.
 pub type ScopeSet = BTreeSet<String>;
@@ -55,9 +58,114 @@ impl Scopes {
     }
 }
 
+/// Why a scope-carrying claim is unusable: the token is malformed (401 `invalid_token`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimValueError {
+    #[error("scope claim is neither a string nor an array of strings")]
+    WrongType,
+    #[error("scope claim has an empty item")]
+    EmptyItem,
+    #[error("scope claim item contains a control character or a space")]
+    BadCharacter,
+}
+
+/// The scopes one claim carries, parsed strictly. The IdPs disagree on the shape:
+/// - a string is a space-delimited list (RFC 6749 §3.3, RFC 8693 §4.2, RFC 9068 §2.2.3):
+///   Keycloak, Casdoor/Hanzo IAM and Auth0 `scope`, Entra `scp`;
+/// - an array holds one scope per item: Okta `scp`, Auth0 `permissions`, Entra `roles`.
+///
+/// A scope-token is `1*( %x21 / %x23-5B / %x5D-7E )` (RFC 6749 §3.3), so an empty item (two
+/// spaces in a row, a leading or trailing space, `""` in an array), a space inside an array
+/// item, or a control character anywhere is not a scope list we can read the way the IdP
+/// meant: the token is refused rather than guessed at. (Non-ASCII is left alone: some IdPs let
+/// administrators name roles freely; such names never match a configured scope by accident.)
+/// The empty string is the empty list (Casdoor sends `"scope": ""` when none was requested);
+/// `null` is an absent claim.
+pub struct ClaimValue;
+
+impl ClaimValue {
+    pub fn parse(v: &Value) -> Result<Scopes, ClaimValueError> {
+        match v {
+            Value::Null => Ok(Scopes::default()),
+            Value::String(s) if s.is_empty() => Ok(Scopes::default()),
+            Value::String(s) => {
+                let items: Vec<&str> = s.split(' ').collect();
+                items.iter().try_for_each(|i| check_item(i))?;
+                Ok(Scopes::new(items.into_iter().map(str::to_owned)))
+            }
+            Value::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for i in items {
+                    let s = i.as_str().ok_or(ClaimValueError::WrongType)?;
+                    if s.contains(' ') {
+                        return Err(ClaimValueError::BadCharacter);
+                    }
+                    check_item(s)?;
+                    out.push(s.to_owned());
+                }
+                Ok(Scopes::new(out))
+            }
+            Value::Bool(_) | Value::Number(_) | Value::Object(_) => Err(ClaimValueError::WrongType),
+        }
+    }
+}
+
+fn check_item(s: &str) -> Result<(), ClaimValueError> {
+    if s.is_empty() {
+        return Err(ClaimValueError::EmptyItem);
+    }
+    if s.chars().any(char::is_control) {
+        return Err(ClaimValueError::BadCharacter);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn claim_value_shapes() {
+        let ok = |v: Value| ClaimValue::parse(&v).map(|s| s.joined());
+        // Strings: space-delimited (Keycloak, Casdoor, Auth0 scope; Entra scp).
+        assert_eq!(
+            ok(json!("openid files:read")),
+            Ok("openid files:read".into())
+        );
+        assert_eq!(ok(json!("a b a")), Ok("a b".into()));
+        assert_eq!(ok(json!("")), Ok(String::new()));
+        assert_eq!(ok(Value::Null), Ok(String::new()));
+        // Arrays: one scope per item (Okta scp, Auth0 permissions, Entra roles).
+        assert_eq!(
+            ok(json!(["read:files", "Files.Read.All"])),
+            Ok("read:files Files.Read.All".into())
+        );
+        assert_eq!(ok(json!([])), Ok(String::new()));
+        assert_eq!(ok(json!(["ä:ö"])), Ok("ä:ö".into()));
+        // Not a scope list.
+        for (bad, why) in [
+            (json!(7), ClaimValueError::WrongType),
+            (json!(true), ClaimValueError::WrongType),
+            (json!({"scope": "a"}), ClaimValueError::WrongType),
+            (json!(["a", 7]), ClaimValueError::WrongType),
+            (json!(["a", null]), ClaimValueError::WrongType),
+            (json!([["a"]]), ClaimValueError::WrongType),
+            (json!("a  b"), ClaimValueError::EmptyItem),
+            (json!(" a"), ClaimValueError::EmptyItem),
+            (json!("a "), ClaimValueError::EmptyItem),
+            (json!(" "), ClaimValueError::EmptyItem),
+            (json!(["a", ""]), ClaimValueError::EmptyItem),
+            (json!("a\tb"), ClaimValueError::BadCharacter),
+            (json!("a\nb"), ClaimValueError::BadCharacter),
+            (json!("a\u{7f}"), ClaimValueError::BadCharacter),
+            (json!("a\u{85}"), ClaimValueError::BadCharacter),
+            (json!(["a\r"]), ClaimValueError::BadCharacter),
+            (json!(["a b"]), ClaimValueError::BadCharacter),
+        ] {
+            assert_eq!(ClaimValue::parse(&bad), Err(why), "{bad}");
+        }
+    }
 
     #[test]
     fn parse_space_dedupes_and_skips_empty() {

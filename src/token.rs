@@ -8,9 +8,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::{Alg, Resource, TrustedIssuer};
+use crate::config::{Alg, ClientIdClaim, Resource, ScopeClaim, TrustedIssuer};
 use crate::jwks::{JwksManager, KeySet, KeysState};
-use crate::scope::Scopes;
+use crate::scope::{ClaimValue, Scopes};
 use crate::trace::Trace;
 
 /// Why a bearer token was refused. Every variant but `NoKeys` is a 401 `invalid_token`.
@@ -71,14 +71,24 @@ struct Claims {
     nbf: Option<Value>,
     #[serde(default)]
     iat: Option<Value>,
+    // Read only when the issuer's `scope_claims` names them (see `granted_scopes`).
     #[serde(default)]
     scope: Option<Value>,
     #[serde(default)]
     scp: Option<Value>,
     #[serde(default)]
-    client_id: Option<String>,
+    roles: Option<Value>,
     #[serde(default)]
-    azp: Option<String>,
+    permissions: Option<Value>,
+    // Read only when the issuer's `client_id_claims` names them (see `client_id`).
+    #[serde(default)]
+    client_id: Option<Value>,
+    #[serde(default)]
+    azp: Option<Value>,
+    #[serde(default)]
+    cid: Option<Value>,
+    #[serde(default)]
+    appid: Option<Value>,
     /// Casdoor / Hanzo IAM mark refresh tokens (same key, issuer and audience) with this.
     #[serde(default, rename = "tokenType")]
     token_type: Option<Value>,
@@ -384,34 +394,66 @@ fn check_claims(
     trace.check("token kind", check_kind(c), |_| {
         "no claim says it is anything but an access token".into()
     })?;
-    let mut scopes = Scopes::default();
-    for claim in [&c.scope, &c.scp].into_iter().flatten() {
-        match claim {
-            Value::String(s) => scopes.extend(Scopes::parse_space(s).iter().map(str::to_owned)),
-            Value::Array(items) => {
-                for i in items {
-                    let s = i.as_str().ok_or(TokenError::Malformed)?;
-                    scopes.extend(Scopes::parse_space(s).iter().map(str::to_owned));
-                }
-            }
-            Value::Null => {}
-            _ => return Err(TokenError::Malformed),
-        }
-    }
-    trace.ok("scopes", || {
-        if scopes.is_empty() {
+    let scopes = trace.check("scopes", granted_scopes(c, trusted), |s| {
+        if s.is_empty() {
             "(none)".into()
         } else {
-            scopes.joined()
+            s.joined()
         }
-    });
+    })?;
+    let client_id = trace.check("client id", client_id(c, trusted), |id| {
+        id.as_deref().unwrap_or("(none)").to_owned()
+    })?;
     Ok(Principal {
         issuer: trusted.issuer.clone(),
         subject: c.sub.clone(),
-        client_id: c.client_id.clone().or_else(|| c.azp.clone()),
+        client_id,
         scopes,
         expires_at: exp.max(0.0) as u64,
     })
+}
+
+/// The union of the scopes in the claims the issuer's `scope_claims` names, each parsed by
+/// [`ClaimValue`]; a configured claim that is not a scope list makes the token malformed. A
+/// token with none of them has no scopes.
+fn granted_scopes(c: &Claims, trusted: &TrustedIssuer) -> Result<Scopes, TokenError> {
+    let mut scopes = Scopes::default();
+    for claim in &trusted.scope_claims {
+        let value = match claim {
+            ScopeClaim::Scope => &c.scope,
+            ScopeClaim::Scp => &c.scp,
+            ScopeClaim::Roles => &c.roles,
+            ScopeClaim::Permissions => &c.permissions,
+        };
+        if let Some(v) = value {
+            let parsed = ClaimValue::parse(v).map_err(|_| TokenError::Malformed)?;
+            scopes.extend(parsed.iter().map(str::to_owned));
+        }
+    }
+    Ok(scopes)
+}
+
+/// The client the token was issued to: the first of the issuer's `client_id_claims` present.
+/// Every configured claim that is present must be a string, so a token cannot smuggle a
+/// second, differently typed client id past the one we report.
+fn client_id(c: &Claims, trusted: &TrustedIssuer) -> Result<Option<String>, TokenError> {
+    let mut found = None;
+    for claim in &trusted.client_id_claims {
+        let value = match claim {
+            ClientIdClaim::ClientId => &c.client_id,
+            ClientIdClaim::Azp => &c.azp,
+            ClientIdClaim::Cid => &c.cid,
+            ClientIdClaim::Appid => &c.appid,
+        };
+        match value {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) => {
+                found.get_or_insert_with(|| s.clone());
+            }
+            Some(_) => return Err(TokenError::Malformed),
+        }
+    }
+    Ok(found)
 }
 
 /// RFC 8707 / MCP: the token must be issued for this resource. `aud` is a string or an array of
@@ -450,258 +492,5 @@ fn same_resource_uri(a: &str, canonical: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Config;
-
-    fn resource() -> Resource {
-        Config::from_yaml(
-            "resources:\n  - id: a\n    uri: https://MCP.example.com/mcp\n    issuers: [{issuer: https://iam, extra_audiences: [client-1]}]\n",
-        )
-        .unwrap()
-        .resources
-        .remove(0)
-    }
-
-    fn claims(json: &str) -> Result<Claims, serde_json::Error> {
-        serde_json::from_str(json)
-    }
-
-    #[test]
-    fn audience_forms() {
-        let r = resource();
-        let t = &r.issuers[0];
-        let ok = |v: Value| audience_ok(Some(&v), &r, t);
-        assert!(ok(Value::from("https://MCP.example.com/mcp")));
-        assert!(ok(Value::from("https://mcp.example.com/mcp")));
-        assert!(ok(Value::from("HTTPS://mcp.EXAMPLE.com/mcp")));
-        assert!(ok(serde_json::json!(["x", "https://mcp.example.com/mcp"])));
-        assert!(ok(Value::from("client-1")));
-        assert!(!ok(Value::from("https://mcp.example.com/mcp/")));
-        assert!(!ok(Value::from("https://mcp.example.com/MCP")));
-        assert!(!ok(Value::from("https://mcp.example.com")));
-        assert!(!ok(serde_json::json!([])));
-        assert!(!ok(Value::Null));
-        assert!(!ok(serde_json::json!(42)));
-        assert!(!ok(serde_json::json!([42])));
-        assert!(!audience_ok(None, &r, t));
-    }
-
-    fn check(json: &str, now: u64) -> Result<Principal, TokenError> {
-        let r = resource();
-        check_claims(
-            &claims(json).unwrap(),
-            &r.issuers[0],
-            &r,
-            now,
-            &mut Trace::off(),
-        )
-    }
-
-    #[test]
-    fn time_claims_with_leeway() {
-        let base = r#""aud":"https://mcp.example.com/mcp","iss":"https://iam""#;
-        // leeway is 30 s by default
-        assert_eq!(
-            check(&format!("{{{base}}}"), 1000),
-            Err(TokenError::MissingExp)
-        );
-        assert!(check(&format!("{{{base},\"exp\":1000}}"), 1029).is_ok());
-        assert_eq!(
-            check(&format!("{{{base},\"exp\":1000}}"), 1030),
-            Err(TokenError::Expired)
-        );
-        assert_eq!(
-            check(&format!("{{{base},\"exp\":\"2000\"}}"), 1000),
-            Err(TokenError::Malformed)
-        );
-        assert_eq!(
-            check(&format!("{{{base},\"exp\":2000,\"nbf\":1031}}"), 1000),
-            Err(TokenError::NotYetValid)
-        );
-        assert!(check(&format!("{{{base},\"exp\":2000,\"nbf\":1030}}"), 1000).is_ok());
-        assert_eq!(
-            check(&format!("{{{base},\"exp\":2000,\"iat\":1500}}"), 1000),
-            Err(TokenError::NotYetValid)
-        );
-    }
-
-    #[test]
-    fn scopes_from_scope_and_scp() {
-        let base = r#""aud":"https://mcp.example.com/mcp","exp":9999999999"#;
-        let p = check(&format!("{{{base},\"scope\":\"a b\"}}"), 1).unwrap();
-        assert_eq!(p.scopes.joined(), "a b");
-        let p = check(&format!("{{{base},\"scp\":[\"a\",\"c\"]}}"), 1).unwrap();
-        assert_eq!(p.scopes.joined(), "a c");
-        let p = check(&format!("{{{base},\"scp\":\"x y\",\"scope\":\"a\"}}"), 1).unwrap();
-        assert_eq!(p.scopes.joined(), "a x y");
-        let p = check(&format!("{{{base}}}"), 1).unwrap();
-        assert!(p.scopes.is_empty());
-        assert_eq!(
-            check(&format!("{{{base},\"scope\":7}}"), 1),
-            Err(TokenError::Malformed)
-        );
-        assert_eq!(
-            check(&format!("{{{base},\"scp\":[7]}}"), 1),
-            Err(TokenError::Malformed)
-        );
-    }
-
-    #[test]
-    fn refresh_tokens_are_not_access_tokens() {
-        let base = r#""aud":"https://mcp.example.com/mcp","exp":9999999999"#;
-        assert_eq!(
-            check(&format!("{{{base},\"tokenType\":\"refresh-token\"}}"), 1),
-            Err(TokenError::NotAccessToken)
-        );
-        assert_eq!(
-            check(
-                &format!(
-                    "{{{base},\"tokenType\":\"access-token\",\"TokenType\":\"refresh-token\"}}"
-                ),
-                1
-            ),
-            Err(TokenError::NotAccessToken)
-        );
-        assert!(check(&format!("{{{base},\"tokenType\":\"access-token\"}}"), 1).is_ok());
-    }
-
-    #[test]
-    fn every_kind_claim_must_say_access_token() {
-        let base = r#""aud":"https://mcp.example.com/mcp","exp":9999999999"#;
-        let kind = |extra: &str| check(&format!("{{{base},{extra}}}"), 1);
-        for ok in [
-            r#""typ":"Bearer""#,
-            r#""tokenType":"access-token""#,
-            r#""TokenType":"ACCESS-TOKEN""#,
-            r#""token_type":"access_token""#,
-            r#""token_use":"access""#,
-            r#""typ":"Bearer","tokenType":"access-token""#,
-            r#""typ":null"#,
-        ] {
-            assert!(kind(ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            // Keycloak's other kinds
-            r#""typ":"Refresh""#,
-            r#""typ":"Offline""#,
-            r#""typ":"ID""#,
-            // other claims and spellings
-            r#""token_type":"refresh_token""#,
-            r#""token_use":"id""#,
-            r#""tokenType":"refresh-token ""#,
-            r#""tokenType":" refresh-token""#,
-            r#""tokenType":"refresh-token\n""#,
-            r#""TokenType":"Refresh_Token""#,
-            r#""tokenType":"id-token""#,
-            // malformed declarations
-            r#""tokenType":["access-token"]"#,
-            r#""tokenType":["refresh-token"]"#,
-            r#""typ":["Bearer","Refresh"]"#,
-            r#""tokenType":1"#,
-            r#""token_type":{"v":"access_token"}"#,
-            r#""tokenType":"""#,
-            r#""typ":"Bearer ""#,
-            // one access declaration does not outvote another kind
-            r#""tokenType":"access-token","typ":"Refresh""#,
-        ] {
-            assert_eq!(kind(bad), Err(TokenError::NotAccessToken), "{bad}");
-        }
-    }
-
-    #[test]
-    fn client_id_from_azp() {
-        let base = r#""aud":"https://mcp.example.com/mcp","exp":9999999999"#;
-        assert_eq!(
-            check(&format!("{{{base},\"azp\":\"c\"}}"), 1)
-                .unwrap()
-                .client_id
-                .as_deref(),
-            Some("c")
-        );
-        assert_eq!(
-            check(&format!("{{{base},\"azp\":\"c\",\"client_id\":\"d\"}}"), 1)
-                .unwrap()
-                .client_id
-                .as_deref(),
-            Some("d")
-        );
-    }
-
-    #[test]
-    fn structure() {
-        let h = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256"}"#);
-        let c = URL_SAFE_NO_PAD.encode(br#"{"iss":"x"}"#);
-        assert!(parse(&format!("{h}.{c}.sig"), 8192).is_ok());
-        assert!(matches!(
-            parse(&format!("{h}.{c}"), 8192),
-            Err(TokenError::Malformed)
-        ));
-        assert!(matches!(
-            parse(&format!("{h}.{c}.sig.x"), 8192),
-            Err(TokenError::Malformed)
-        ));
-        assert!(matches!(
-            parse(&".".repeat(5000), 8192),
-            Err(TokenError::Malformed)
-        ));
-        assert!(matches!(
-            parse(&format!("{h}.{c}."), 8192),
-            Err(TokenError::Malformed)
-        ));
-        assert!(matches!(
-            parse(&format!("{h}.{c}.sig"), 10),
-            Err(TokenError::TooLong)
-        ));
-        let dup = URL_SAFE_NO_PAD.encode(br#"{"iss":"x","iss":"y"}"#);
-        assert!(matches!(
-            parse(&format!("{h}.{dup}.sig"), 8192),
-            Err(TokenError::Malformed)
-        ));
-        let duph = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","alg":"none"}"#);
-        assert!(matches!(
-            parse(&format!("{duph}.{c}.sig"), 8192),
-            Err(TokenError::Malformed)
-        ));
-        let crit = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","crit":["exp"]}"#);
-        assert!(matches!(
-            parse(&format!("{crit}.{c}.sig"), 8192),
-            Err(TokenError::Malformed)
-        ));
-        // Deep nesting in a claim we read hits serde_json's recursion limit; in one we skip it
-        // is consumed without recursion. Neither can overflow the stack.
-        let deep = URL_SAFE_NO_PAD.encode(format!(
-            "{{\"aud\":{}{}}}",
-            "[".repeat(500),
-            "]".repeat(500)
-        ));
-        assert!(matches!(
-            parse(&format!("{h}.{deep}.sig"), 8192),
-            Err(TokenError::Malformed)
-        ));
-        let deep = URL_SAFE_NO_PAD.encode(format!(
-            "{{\"x\":{}{}}}",
-            "[".repeat(2000),
-            "]".repeat(2000)
-        ));
-        assert!(parse(&format!("{h}.{deep}.sig"), 8192).is_ok());
-        let bin = URL_SAFE_NO_PAD.encode([0xff, 0xfe, 0x00]);
-        assert!(matches!(
-            parse(&format!("{h}.{bin}.sig"), 8192),
-            Err(TokenError::Malformed)
-        ));
-        let padded = format!("{}=", URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256"}x"#));
-        assert!(matches!(
-            parse(&format!("{padded}.{c}.sig"), 8192),
-            Err(TokenError::Malformed)
-        ));
-    }
-
-    #[test]
-    fn typ_values() {
-        assert!(check_typ(None).is_ok());
-        assert!(check_typ(Some("JWT")).is_ok());
-        assert!(check_typ(Some("at+JWT")).is_ok());
-        assert_eq!(check_typ(Some("dpop+jwt")), Err(TokenError::NotAccessToken));
-    }
-}
+#[path = "token_tests.rs"]
+mod tests;

@@ -386,7 +386,9 @@ async fn claim_values_cannot_forge_log_lines() {
         let evil = format!("alice\n{forged}\r\n{forged}\u{2028}\u{1b}[2J\u{202e}x\"y\\");
         let claims = json!({"iss": idp.issuer, "sub": evil, "client_id": evil,
             "aud": "https://mcp.example.com/mcp", "exp": now() + 300,
-            "scope": format!("files:read\n{forged}")});
+            // A control character in a scope makes the token malformed (scope::ClaimValue);
+            // U+2028 is not one, so the scope list still reaches the logs and must be escaped.
+            "scope": format!("files:read\u{2028}{forged}")});
         // Valid but lacking files:list: a 403 whose access and audit events carry the claims.
         let token = RSA.mint(&claims);
         let mut client = None;

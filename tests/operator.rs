@@ -210,6 +210,85 @@ async fn doctor_finds_problems() {
     );
 }
 
+/// Issue 13: what doctor can see of the IdP claim shapes — a token whose `aud` is the client id,
+/// scopes or the client id in a claim the issuer's settings do not read, and an issuer that
+/// differs from the discovery document's by a trailing slash or by the host (Casdoor without
+/// `origin`).
+#[tokio::test]
+async fn doctor_points_out_claim_shape_misconfigurations() {
+    let idp = Idp::start(&[&RSA]).await;
+    idp.state
+        .resource_indicators
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let probe = doctor::Probe {
+        client_id: Some("c".into()),
+        client_secret: Some("s".into()),
+    };
+    let yaml = config_yaml(&idp.issuer, "", TOOLS);
+    let with = |settings: &str| {
+        yaml.replace(
+            "algorithms: [RS256, ES256, EdDSA]",
+            &format!("algorithms: [RS256, ES256, EdDSA]\n        {settings}"),
+        )
+    };
+    // Defaults: the probe token (scope string, client_id) is read as configured.
+    let (report, worst) = doctor::run(&Config::from_yaml(&yaml).unwrap(), &probe)
+        .await
+        .unwrap();
+    assert_eq!(worst, doctor::Level::Error, "{report}");
+    assert!(
+        report.contains(
+            "the token's aud is [\"client-1\"], the client id, not https://mcp.example.com/mcp"
+        ),
+        "{report}"
+    );
+    assert!(!report.contains("scope_claims does not read"), "{report}");
+    assert!(
+        !report.contains("client_id_claims does not read"),
+        "{report}"
+    );
+    // Settings for another IdP's shape: the scopes and the client id are in claims not read.
+    let config = Config::from_yaml(&with(
+        "scope_claims: [scp, permissions]\n        client_id_claims: [cid, appid]",
+    ))
+    .unwrap();
+    let (report, _) = doctor::run(&config, &probe).await.unwrap();
+    for line in [
+        "resource files: the token carries scopes in `scope` (files:list), which scope_claims does not read",
+        "resource files: the token names its client in `client_id`, which client_id_claims does not read",
+    ] {
+        assert!(report.contains(line), "lacks {line:?}:\n{report}");
+    }
+    // With RFC 8707 support the aud is right and the "client id" remark goes.
+    idp.state
+        .resource_indicators
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let (report, _) = doctor::run(&config, &probe).await.unwrap();
+    assert!(report.contains("tokens carry aud"), "{report}");
+    assert!(!report.contains("the client id, not"), "{report}");
+    // The discovery document's issuer differs by a trailing slash, then by the host.
+    let config = Config::from_yaml(&yaml).unwrap();
+    *idp.state.metadata_issuer.lock().unwrap() = Some(format!("{}/", idp.issuer));
+    let (report, worst) = doctor::run(&config, &doctor::Probe::default())
+        .await
+        .unwrap();
+    assert_eq!(worst, doctor::Level::Error, "{report}");
+    assert!(
+        report.contains("differ only in a trailing slash"),
+        "{report}"
+    );
+    let port = idp.addr.port();
+    *idp.state.metadata_issuer.lock().unwrap() = Some(format!("http://localhost:{port}"));
+    let (report, _) = doctor::run(&config, &doctor::Probe::default())
+        .await
+        .unwrap();
+    assert!(
+        report.contains(&format!("names issuer \"http://localhost:{port}\"")),
+        "{report}"
+    );
+    assert!(report.contains("unless `origin` is set"), "{report}");
+}
+
 #[test]
 fn cli_explain_and_doctor_exit_codes() {
     let dir = std::env::temp_dir().join(format!("mcp-authz-cli-{}", std::process::id()));

@@ -761,3 +761,31 @@ async fn serve_discovers_keys_by_oidc_fallback_and_refuses_a_mismatched_issuer()
     );
     sigterm_exits_cleanly(child).await;
 }
+
+/// `mcp-authz check-config … | head -1`: a reader that leaves early is not a crash. std's
+/// `println!` panics on EPIPE (exit 101 and a panic message); the commands end quietly instead.
+#[test]
+fn printing_commands_end_quietly_when_the_reader_goes_away() {
+    let config = "deploy/mcp-authz.yaml";
+    let commands: [&[&str]; 4] = [
+        &["check-config", config],
+        &["render", "envoy", "--config", config],
+        &["render", "istio", "--config", config],
+        &["render", "prm", "--config", config],
+    ];
+    for args in commands {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-authz"))
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mcp-authz");
+        // The reader goes away before the command has parsed its config, let alone printed.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait for mcp-authz");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {:?}: {stderr}", out.status);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}

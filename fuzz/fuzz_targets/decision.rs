@@ -56,6 +56,7 @@ fn parse_request(data: &[u8]) -> CheckInput {
         headers,
         context_extensions,
         body: body.to_vec(),
+        destination_principal: String::new(),
     }
 }
 

@@ -8,7 +8,9 @@
 //! - 3: the rest replaces the signature bytes (valid only if the signing input is);
 //! - 4: the rest is `header` NUL `claims`, signed for real with a trusted key: then
 //!   validation must agree with an independent reading of the JSON (the `alg` the key signs
-//!   as, no `crit`, exact issuer, audience, `exp`/`nbf`/`iat` within the leeway).
+//!   as, no `crit`, exact issuer, audience, `exp`/`nbf`/`iat` within the leeway, the scope
+//!   claims `scope`/`scp` — the issuer's default `scope_claims` — well-formed scope lists, the
+//!   client id claims `client_id`/`azp` strings).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -57,7 +59,32 @@ fn claims_acceptable(
             },
         }
     }
+    for claim in ["scope", "scp"] {
+        if !scope_claim_ok(c.get(claim)) {
+            return Err(format!("{claim} {:?}", c.get(claim)));
+        }
+    }
+    for claim in ["client_id", "azp"] {
+        if !matches!(c.get(claim), None | Some(Value::Null | Value::String(_))) {
+            return Err(format!("{claim} {:?}", c.get(claim)));
+        }
+    }
     Ok(())
+}
+
+/// A scope claim `validate` may accept (scope::ClaimValue, restated from RFC 6749 §3.3 and
+/// RFC 9068 §2.2.3): absent or null; a string, empty or space-delimited with no empty item;
+/// an array of non-empty strings without spaces. No control character anywhere.
+fn scope_claim_ok(v: Option<&Value>) -> bool {
+    let clean = |s: &str| !s.is_empty() && !s.chars().any(char::is_control);
+    match v {
+        None | Some(Value::Null) => true,
+        Some(Value::String(s)) => s.is_empty() || s.split(' ').all(clean),
+        Some(Value::Array(items)) => items
+            .iter()
+            .all(|i| i.as_str().is_some_and(|s| clean(s) && !s.contains(' '))),
+        Some(_) => false,
+    }
 }
 
 fn parts(token: &str) -> (Vec<u8>, Vec<u8>, &str) {

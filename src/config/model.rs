@@ -49,6 +49,17 @@ pub struct IstioSettings {
     pub gateways: Vec<String>,
     /// Resource id → its MCP server in the mesh.
     pub workloads: BTreeMap<String, IstioWorkload>,
+    /// `istio.trust_domain`.
+    pub trust_domain: String,
+}
+
+impl IstioSettings {
+    /// Each resource id with the SPIFFE ids its workload is bound to (`mesh.rs`).
+    pub fn bindings(&self) -> impl Iterator<Item = (&str, &[String])> + Clone {
+        self.workloads
+            .iter()
+            .map(|(id, w)| (id.as_str(), w.principals.as_slice()))
+    }
 }
 
 /// Validated `istio.workloads.<id>`.
@@ -58,6 +69,9 @@ pub struct IstioWorkload {
     pub selector: BTreeMap<String, String>,
     /// `(host, port)` of the MCP server's Service.
     pub destination: (String, u16),
+    /// The SPIFFE ids the workload is bound to (`service_account`'s first, then
+    /// `principals`); empty when unbound. No id is bound to two resources (`mesh.rs`).
+    pub principals: Vec<String>,
 }
 
 /// Validated `envoy:` section.
@@ -218,6 +232,81 @@ pub struct TrustedIssuer {
     pub extra_audiences: Vec<String>,
     /// RFC 7662 introspection of this issuer's tokens, when configured.
     pub introspection: Option<std::sync::Arc<IntrospectionSettings>>,
+    /// Claims whose union is the token's scopes, in configured order, without repeats.
+    pub scope_claims: Vec<ScopeClaim>,
+    /// Claims naming the client; the first one present wins.
+    pub client_id_claims: Vec<ClientIdClaim>,
+}
+
+/// A claim that may carry scopes (`scope_claims`). A closed set: each is parsed by
+/// [`crate::scope::ClaimValue`], which knows both shapes the IdPs use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScopeClaim {
+    /// RFC 8693 §4.2 / RFC 9068 §2.2.3: space-delimited string (Keycloak, Casdoor, Auth0).
+    Scope,
+    /// Entra ID (string) and Okta (array).
+    Scp,
+    /// Entra ID application permissions (array); client-credentials tokens carry nothing else.
+    Roles,
+    /// Auth0 RBAC with "Add Permissions in the Access Token" (array).
+    Permissions,
+}
+
+impl ScopeClaim {
+    pub const ALL: [ScopeClaim; 4] = [
+        ScopeClaim::Scope,
+        ScopeClaim::Scp,
+        ScopeClaim::Roles,
+        ScopeClaim::Permissions,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScopeClaim::Scope => "scope",
+            ScopeClaim::Scp => "scp",
+            ScopeClaim::Roles => "roles",
+            ScopeClaim::Permissions => "permissions",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ScopeClaim> {
+        ScopeClaim::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+/// A claim that may name the OAuth client (`client_id_claims`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientIdClaim {
+    /// RFC 9068 §2.2 / RFC 8693 §4.3.
+    ClientId,
+    /// OpenID Connect authorized party: Keycloak, Casdoor, Entra ID v2.
+    Azp,
+    /// Okta.
+    Cid,
+    /// Entra ID v1.
+    Appid,
+}
+
+impl ClientIdClaim {
+    pub const ALL: [ClientIdClaim; 4] = [
+        ClientIdClaim::ClientId,
+        ClientIdClaim::Azp,
+        ClientIdClaim::Cid,
+        ClientIdClaim::Appid,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientIdClaim::ClientId => "client_id",
+            ClientIdClaim::Azp => "azp",
+            ClientIdClaim::Cid => "cid",
+            ClientIdClaim::Appid => "appid",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ClientIdClaim> {
+        ClientIdClaim::ALL.into_iter().find(|c| c.as_str() == s)
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::model::{EnvoySettings, IstioSettings, IstioWorkload, Resource};
-use super::schema::{RawEnvoy, RawIstio};
+use super::schema::{RawEnvoy, RawIstio, RawIstioWorkload};
 use super::{ConfigError, invalid, parse_addr, parse_host_port};
 
 pub(super) fn validate_envoy(
@@ -152,6 +152,15 @@ pub(super) fn validate_istio(
             format!("{:?} is not a DNS domain", raw.cluster_domain),
         ));
     }
+    if !crate::mesh::is_trust_domain(&raw.trust_domain) {
+        return Err(invalid(
+            "istio.trust_domain",
+            format!(
+                "{:?} is not a SPIFFE trust domain (lower-case letters, digits, '.', '-', '_')",
+                raw.trust_domain
+            ),
+        ));
+    }
     let port = match raw.port {
         Some(0) => return Err(invalid("istio.port", "must not be 0")),
         Some(p) => p,
@@ -226,12 +235,14 @@ pub(super) fn validate_istio(
                 ),
             ));
         }
+        let principals = workload_principals(&at, &raw.trust_domain, &w, &workloads)?;
         workloads.insert(
             id,
             IstioWorkload {
                 namespace: w.namespace,
                 selector: w.selector,
                 destination,
+                principals,
             },
         );
     }
@@ -244,5 +255,53 @@ pub(super) fn validate_istio(
         port,
         gateways,
         workloads,
+        trust_domain: raw.trust_domain,
     })
+}
+
+/// The SPIFFE ids `istio.workloads.<id>` is bound to: its service account's Istio identity,
+/// then `principals`. Each id is well formed and bound to one resource only: the destination
+/// principal must tell the resource apart (`mesh.rs`), so resources served by the same pods
+/// cannot be bound.
+fn workload_principals(
+    at: &str,
+    trust_domain: &str,
+    w: &RawIstioWorkload,
+    earlier: &BTreeMap<String, IstioWorkload>,
+) -> Result<Vec<String>, ConfigError> {
+    let mut out: Vec<String> = Vec::new();
+    if let Some(sa) = &w.service_account {
+        // Kubernetes ServiceAccount names are DNS subdomains.
+        if !is_dns_subdomain(sa) {
+            return Err(invalid(
+                format!("{at}.service_account"),
+                format!("{sa:?} is not a Kubernetes ServiceAccount name"),
+            ));
+        }
+        out.push(crate::mesh::istio_spiffe_id(trust_domain, &w.namespace, sa));
+    }
+    for (i, p) in w.principals.iter().enumerate() {
+        let here = format!("{at}.principals[{i}]");
+        if let Some(why) = crate::mesh::spiffe_id_error(p) {
+            return Err(invalid(here, format!("{p:?} {why}")));
+        }
+        if out.contains(p) {
+            return Err(invalid(
+                here,
+                format!("{p:?} is listed twice (or is the service account's own id)"),
+            ));
+        }
+        out.push(p.clone());
+    }
+    for p in &out {
+        if let Some((other, _)) = earlier.iter().find(|(_, o)| o.principals.contains(p)) {
+            return Err(invalid(
+                at,
+                format!(
+                    "{p:?} is already bound to resource {other:?}: a workload identity must name                      one resource (resources served by the same pods cannot be bound; leave                      service_account and principals off both)"
+                ),
+            ));
+        }
+    }
+    Ok(out)
 }

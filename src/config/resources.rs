@@ -9,8 +9,8 @@ use url::Url;
 
 use super::introspection::validate_introspection;
 use super::model::{
-    Access, Alg, IssuerKeysConfig, JwksSettings, KeySource, McpRules, PathMatch, Resource, Route,
-    Rule, TrustedIssuer,
+    Access, Alg, ClientIdClaim, IssuerKeysConfig, JwksSettings, KeySource, McpRules, PathMatch,
+    Resource, Route, Rule, ScopeClaim, TrustedIssuer,
 };
 use super::schema::{RawIssuer, RawMcpRules, RawResource, RawRoute, RawRule};
 use super::{ConfigError, invalid, parse_host_port};
@@ -363,11 +363,25 @@ fn validate_issuer(
             source,
         }),
     }
+    let scope_claims = claim_list(
+        &format!("{at}.scope_claims"),
+        &ri.scope_claims,
+        ScopeClaim::parse,
+        ScopeClaim::ALL.map(ScopeClaim::as_str),
+    )?;
+    let client_id_claims = claim_list(
+        &format!("{at}.client_id_claims"),
+        &ri.client_id_claims,
+        ClientIdClaim::parse,
+        ClientIdClaim::ALL.map(ClientIdClaim::as_str),
+    )?;
     Ok(TrustedIssuer {
         issuer: ri.issuer,
         algorithms,
         leeway: Duration::from_secs(ri.leeway_seconds),
         extra_audiences: ri.extra_audiences,
+        scope_claims,
+        client_id_claims,
         introspection: ri
             .introspection
             .as_ref()
@@ -381,6 +395,37 @@ fn validate_issuer(
             })
             .transpose()?,
     })
+}
+
+/// A non-empty list of claim names from a closed set, repeats dropped, order kept.
+fn claim_list<C: PartialEq>(
+    at: &str,
+    names: &[String],
+    parse: impl Fn(&str) -> Option<C>,
+    known: [&str; 4],
+) -> Result<Vec<C>, ConfigError> {
+    if names.is_empty() {
+        return Err(invalid(
+            at,
+            format!("list at least one of {}", known.join(" ")),
+        ));
+    }
+    let mut out = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        let c = parse(n).ok_or_else(|| {
+            invalid(
+                format!("{at}[{i}]"),
+                format!(
+                    "{n:?} is not a claim mcp-authz reads here (one of {})",
+                    known.join(" ")
+                ),
+            )
+        })?;
+        if !out.contains(&c) {
+            out.push(c);
+        }
+    }
+    Ok(out)
 }
 
 fn validate_route(at: &str, index: usize, rr: RawRoute) -> Result<Route, ConfigError> {

@@ -124,6 +124,10 @@ pub struct RawIstio {
     /// The cluster's DNS domain (default `cluster.local`).
     #[serde(default = "default_cluster_domain")]
     pub cluster_domain: String,
+    /// The mesh's SPIFFE trust domain, for `workloads.<id>.service_account` (default
+    /// `cluster.local`, Istio's default `meshConfig.trustDomain`).
+    #[serde(default = "default_cluster_domain")]
+    pub trust_domain: String,
     /// Istio Gateways (`namespace/name`) through which the resources' public hosts enter the
     /// mesh; the rendered VirtualServices bind to them and to `mesh` (default: `mesh` only).
     #[serde(default)]
@@ -150,6 +154,15 @@ pub struct RawIstioWorkload {
     /// The MCP server's Kubernetes Service as `host:port`, e.g.
     /// `files-mcp.mcp.svc.cluster.local:8080` (the VirtualService route destination).
     pub destination: String,
+    /// The Kubernetes service account the MCP server's pods run as: binds the resource to the
+    /// workload identity `spiffe://<trust_domain>/ns/<namespace>/sa/<service_account>`, which
+    /// Istio's sidecar sends as the Check's destination principal (optional).
+    #[serde(default)]
+    pub service_account: Option<String>,
+    /// Further SPIFFE ids of the MCP server's workload, bound like `service_account`'s
+    /// (optional; e.g. another trust domain's).
+    #[serde(default)]
+    pub principals: Vec<String>,
 }
 
 fn default_istio_name() -> String {
@@ -273,7 +286,8 @@ pub struct RawIdentity {
     /// Header carrying the token's `sub` (default `x-mcp-authz-subject`; `null`: not sent).
     #[serde(default = "h_sub")]
     pub subject_header: Option<String>,
-    /// Header carrying the client id from `client_id` or `azp` (default `x-mcp-authz-client-id`).
+    /// Header carrying the client id from the issuer's `client_id_claims` (default
+    /// `x-mcp-authz-client-id`).
     #[serde(default = "h_client")]
     pub client_id_header: Option<String>,
     /// Header carrying the granted scopes, space-separated (default `x-mcp-authz-scopes`).
@@ -452,6 +466,23 @@ pub struct RawIssuer {
     /// RFC 7662 token introspection for this issuer's tokens (absent: none).
     #[serde(default)]
     pub introspection: Option<RawIntrospection>,
+    /// Claims whose union is the token's scopes, from `scope`, `scp`, `roles`, `permissions`
+    /// (default `[scope, scp]`). Entra ID app-only tokens carry only `roles`; Auth0's RBAC
+    /// permissions are in `permissions`.
+    #[serde(default = "default_scope_claims")]
+    pub scope_claims: Vec<String>,
+    /// Claims naming the client, first present wins, from `client_id`, `azp`, `cid` (Okta),
+    /// `appid` (Entra ID v1) (default `[client_id, azp]`).
+    #[serde(default = "default_client_id_claims")]
+    pub client_id_claims: Vec<String>,
+}
+
+fn default_scope_claims() -> Vec<String> {
+    vec!["scope".into(), "scp".into()]
+}
+
+fn default_client_id_claims() -> Vec<String> {
+    vec!["client_id".into(), "azp".into()]
 }
 
 fn default_algs() -> Vec<String> {

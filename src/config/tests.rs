@@ -123,6 +123,96 @@ fn istio_section_defaults_and_errors() {
     }
 }
 
+/// `istio.trust_domain` and the workload bindings: the service account's Istio SPIFFE id,
+/// explicit principals, and a principal bound to two resources refused.
+#[test]
+fn istio_workload_bindings() {
+    const TWO: &str = r#"
+resources:
+  - id: files
+    uri: https://files.example.com/mcp
+    issuers: [{issuer: https://iam.example.com}]
+  - id: wiki
+    uri: https://wiki.example.com/mcp
+    issuers: [{issuer: https://iam.example.com}]
+istio:
+"#;
+    let files = "    files: {namespace: mcp, selector: {app: files}, destination: files.mcp:8080";
+    let wiki = "    wiki: {namespace: mcp, selector: {app: wiki}, destination: wiki.mcp:8080";
+    let with = |istio: &str| format!("{TWO}{istio}");
+    let c = Config::from_yaml(&with(&format!(
+        "  workloads:\n{files}, service_account: files-mcp}}\n{wiki}, principals: [spiffe://other.td/ns/x/sa/wiki]}}\n"
+    )))
+    .unwrap();
+    assert_eq!(c.istio.trust_domain, "cluster.local");
+    assert_eq!(
+        c.istio.workloads["files"].principals,
+        vec!["spiffe://cluster.local/ns/mcp/sa/files-mcp"]
+    );
+    assert_eq!(
+        c.istio.workloads["wiki"].principals,
+        vec!["spiffe://other.td/ns/x/sa/wiki"]
+    );
+    let c = Config::from_yaml(&with(&format!(
+        "  trust_domain: corp.example\n  workloads:\n{files}, service_account: files-mcp, principals: [spiffe://legacy/ns/mcp/sa/files-mcp]}}\n"
+    )))
+    .unwrap();
+    assert_eq!(
+        c.istio.workloads["files"].principals,
+        vec![
+            "spiffe://corp.example/ns/mcp/sa/files-mcp",
+            "spiffe://legacy/ns/mcp/sa/files-mcp"
+        ]
+    );
+    assert!(!c.istio.workloads.contains_key("wiki"));
+    let cases: Vec<(String, &str)> = vec![
+        (
+            with("  trust_domain: Cluster.Local\n"),
+            "istio.trust_domain",
+        ),
+        (
+            with(&format!(
+                "  workloads:\n{files}, service_account: Files_MCP}}\n"
+            )),
+            "istio.workloads.files.service_account",
+        ),
+        (
+            with(&format!(
+                "  workloads:\n{files}, principals: [spiffe://td/ns/a/sa/b/]}}\n"
+            )),
+            "istio.workloads.files.principals[0]",
+        ),
+        (
+            with(&format!(
+                "  workloads:\n{files}, principals: ['https://td/ns/a']}}\n"
+            )),
+            "istio.workloads.files.principals[0]",
+        ),
+        (
+            with(&format!(
+                "  workloads:\n{files}, service_account: s, principals: [spiffe://cluster.local/ns/mcp/sa/s]}}\n"
+            )),
+            "istio.workloads.files.principals[0]",
+        ),
+        (
+            with(&format!(
+                "  workloads:\n{files}, service_account: shared}}\n{wiki}, service_account: shared}}\n"
+            )),
+            "already bound to resource \"files\"",
+        ),
+        (
+            with(&format!(
+                "  workloads:\n{files}, principals: [spiffe://td/x]}}\n{wiki}, principals: [spiffe://td/x]}}\n"
+            )),
+            "istio.workloads.wiki",
+        ),
+    ];
+    for (yaml, want) in cases {
+        let e = err(&yaml);
+        assert!(e.contains(want), "error {e:?} should contain {want:?}");
+    }
+}
+
 #[test]
 fn errors_name_the_yaml_path() {
     let cases: &[(&str, &str)] = &[
@@ -205,4 +295,51 @@ fn implications_close_transitively() {
     assert!(got.contains("files:read") && got.contains("files:write"));
     let got = expand_scopes(&c.resources[0], &Scopes::parse_space("files"));
     assert_eq!(got.len(), 1);
+}
+
+#[test]
+fn issuer_claim_lists() {
+    let c = Config::from_yaml(MIN).unwrap();
+    let t = &c.resources[0].issuers[0];
+    assert_eq!(t.scope_claims, vec![ScopeClaim::Scope, ScopeClaim::Scp]);
+    assert_eq!(
+        t.client_id_claims,
+        vec![ClientIdClaim::ClientId, ClientIdClaim::Azp]
+    );
+    let with = |extra: &str| {
+        MIN.replace(
+            "https://iam.example.com\n",
+            &format!("https://iam.example.com\n        {extra}\n"),
+        )
+    };
+    let c = Config::from_yaml(&with("scope_claims: [roles, scp, roles]")).unwrap();
+    assert_eq!(
+        c.resources[0].issuers[0].scope_claims,
+        vec![ScopeClaim::Roles, ScopeClaim::Scp]
+    );
+    let c = Config::from_yaml(&with("client_id_claims: [appid, cid]")).unwrap();
+    assert_eq!(
+        c.resources[0].issuers[0].client_id_claims,
+        vec![ClientIdClaim::Appid, ClientIdClaim::Cid]
+    );
+    let e = err(&with("scope_claims: [scope, groups]"));
+    assert!(
+        e.contains("resources[0].issuers[0].scope_claims[1]")
+            && e.contains("\"groups\" is not a claim")
+            && e.contains("scope scp roles permissions"),
+        "{e}"
+    );
+    let e = err(&with("scope_claims: []"));
+    assert!(
+        e.contains("resources[0].issuers[0].scope_claims: list at least one"),
+        "{e}"
+    );
+    let e = err(&with("client_id_claims: [sub]"));
+    assert!(
+        e.contains("resources[0].issuers[0].client_id_claims[0]")
+            && e.contains("client_id azp cid appid"),
+        "{e}"
+    );
+    let e = err(&with("client_id_claims: []"));
+    assert!(e.contains("client_id_claims: list at least one"), "{e}");
 }

@@ -58,9 +58,11 @@ const RESOURCES_HEADER: &str = "\
 # policies below stay in step with what mcp-authz enforces. Needs Istio >= 1.22 (the v1 APIs).
 #
 # AuthorizationPolicy (one per MCP workload): action CUSTOM sends every request that reaches
-# the workload's sidecar to mcp-authz (the meshConfig provider), except the PRM paths, which
-# must answer without a token (RFC 9728 section 3). Policies on the workload, not on the
-# ingress gateway, so no path to the MCP server skips the check.
+# the workload's sidecar to mcp-authz (the meshConfig provider), except GET, HEAD and OPTIONS
+# on the PRM paths, which must answer without a token (RFC 9728 section 3; OPTIONS for CORS
+# preflights): two rules, every other path, and the PRM paths with any other method.
+# Policies on the workload, not on the ingress gateway, so no path to the MCP server skips
+# the check.
 #
 # Which resource a request is for: Istio's CUSTOM action cannot set per-route
 # context_extensions, so mcp-authz chooses by the request's host and path: the resource whose
@@ -69,6 +71,10 @@ const RESOURCES_HEADER: &str = "\
 # public host. In-mesh callers must use the public URL too (the `mesh` binding below routes
 # it), or mcp-authz must protect a single resource: `files-mcp.mcp.svc.cluster.local:8080` as
 # :authority matches no resource URI and is refused (403 unknown_resource) when several exist.
+# With istio.workloads.<id>.service_account (or principals) set, mcp-authz also checks that
+# the receiving workload (the Check's destination principal, its SPIFFE id) is the one bound
+# to the resource the host names: another's is refused (403 destination_mismatch), plaintext
+# too (403 destination_unauthenticated): bind with STRICT mTLS only.
 #
 # VirtualService (one per public host): the PRM served by the mesh with a directResponse, at
 # the gateways and the sidecars (`mesh`), ahead of the routes to the MCP servers. Why not an
@@ -308,25 +314,36 @@ fn policies(config: &Config) -> Result<Vec<Value>, RenderError> {
                             "provider",
                             obj([("name", provider_name(config, body).into())]),
                         ),
-                        (
-                            "rules",
-                            seq([obj([(
-                                "to",
-                                seq([obj([(
-                                    "operation",
-                                    obj([(
-                                        "notPaths",
-                                        seq(prm_paths.into_iter().map(Value::from)),
-                                    )]),
-                                )])]),
-                            )])]),
-                        ),
+                        ("rules", custom_rules(&prm_paths)),
                     ]),
                 ),
             ]))
         })
         .collect()
 }
+
+/// The requests a workload's `CUSTOM` policy sends to mcp-authz (Istio applies the action when
+/// any rule matches): every path but the PRM paths, and the PRM paths with any method other
+/// than GET and HEAD (RFC 9728 §3.1: the metadata is fetched with GET) and OPTIONS (CORS
+/// preflights carry no credentials). Nothing else narrows a rule: no hosts, no `from`, no
+/// `when`, so no request can skip the check by its host or peer.
+fn custom_rules(prm_paths: &[&str]) -> Value {
+    let paths = || seq(prm_paths.iter().map(|p| Value::from(*p)));
+    let rule = |operation: Value| obj([("to", seq([obj([("operation", operation)])]))]);
+    seq([
+        rule(obj([("notPaths", paths())])),
+        rule(obj([
+            ("paths", paths()),
+            (
+                "notMethods",
+                seq(PRM_EXEMPT_METHODS.iter().map(|m| Value::from(*m))),
+            ),
+        ])),
+    ])
+}
+
+/// The methods the `CUSTOM` policy lets reach the PRM paths without mcp-authz.
+const PRM_EXEMPT_METHODS: [&str; 3] = ["GET", "HEAD", "OPTIONS"];
 
 /// The VirtualService of one public host: PRM routes (path-suffixed for every resource, the
 /// root one for the first), then each resource's MCP path (most specific first), then the

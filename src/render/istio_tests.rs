@@ -125,18 +125,29 @@ fn custom_policy_on_the_workload_spares_only_the_prm() {
     assert_eq!(p["spec"]["action"], "CUSTOM");
     assert_eq!(p["spec"]["provider"]["name"], "mcp-authz");
     let rules = p["spec"]["rules"].as_sequence().expect("rules");
-    assert_eq!(rules.len(), 1);
+    assert_eq!(rules.len(), 2);
+    let prm = serde_yaml::from_str::<Value>(
+        "[/.well-known/oauth-protected-resource/mcp, /.well-known/oauth-protected-resource]",
+    )
+    .expect("yaml");
+    // Every other path, whatever the method.
     let op = &rules[0]["to"][0]["operation"];
-    assert_eq!(
-        op["notPaths"],
-        serde_yaml::from_str::<Value>(
-            "[/.well-known/oauth-protected-resource/mcp, /.well-known/oauth-protected-resource]"
-        )
-        .expect("yaml")
-    );
-    // Nothing narrows the check: no hosts, methods or paths that could let a request skip it.
+    assert_eq!(op["notPaths"], prm);
     assert_eq!(op.as_mapping().expect("operation").len(), 1);
-    assert!(rules[0]["from"].is_null() && rules[0]["when"].is_null());
+    // The PRM paths too, unless fetched (GET, HEAD) or preflighted (OPTIONS).
+    let op = &rules[1]["to"][0]["operation"];
+    assert_eq!(op["paths"], prm);
+    assert_eq!(
+        op["notMethods"],
+        serde_yaml::from_str::<Value>("[GET, HEAD, OPTIONS]").expect("yaml")
+    );
+    assert_eq!(op.as_mapping().expect("operation").len(), 2);
+    // Nothing else narrows the check: no hosts, peers or conditions that could let a request
+    // skip it.
+    for rule in rules {
+        assert_eq!(rule.as_mapping().expect("rule").len(), 1, "{rule:?}");
+        assert_eq!(rule["to"].as_sequence().expect("to").len(), 1);
+    }
 }
 
 #[test]
@@ -233,13 +244,13 @@ fn resources_share_a_workload_and_a_host() {
     );
     // One policy for the pods serving files and files_admin: the union of their PRM paths.
     assert_eq!(d[0]["metadata"]["name"], "mcp-authz-files");
-    assert_eq!(
-        d[0]["spec"]["rules"][0]["to"][0]["operation"]["notPaths"],
-        serde_yaml::from_str::<Value>(
-            "[/.well-known/oauth-protected-resource/mcp, /.well-known/oauth-protected-resource, /.well-known/oauth-protected-resource/mcp/admin]"
-        )
-        .expect("yaml")
-    );
+    let union = serde_yaml::from_str::<Value>(
+        "[/.well-known/oauth-protected-resource/mcp, /.well-known/oauth-protected-resource, /.well-known/oauth-protected-resource/mcp/admin]",
+    )
+    .expect("yaml");
+    let rules = &d[0]["spec"]["rules"];
+    assert_eq!(rules[0]["to"][0]["operation"]["notPaths"], union);
+    assert_eq!(rules[1]["to"][0]["operation"]["paths"], union);
     assert_eq!(d[1]["metadata"]["name"], "mcp-authz-tools");
     assert_eq!(d[1]["metadata"]["namespace"], "tools");
 
