@@ -116,6 +116,7 @@ fn reload(authorizer: &Authorizer, metrics: &Metrics, path: &Path) -> Result<(),
                 );
             }
             authorizer.jwks.update(&next);
+            authorizer.introspect.prepare(&next);
             let ids: Vec<&str> = next.resources.iter().map(|r| r.id.as_str()).collect();
             metrics.init_series(&ids, &authorizer.jwks.issuer_names());
             authorizer.config.store(Arc::new(next));
@@ -155,7 +156,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config: ArcSwap::from_pointee(config),
         jwks: jwks.clone(),
         cache,
+        introspect: crate::introspect::Introspector::new(metrics.clone()),
     });
+    authorizer.introspect.prepare(&authorizer.config.load());
     let ready = Arc::new(Readiness::default());
     let (stop, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {

@@ -17,6 +17,12 @@ pub enum DenyReason {
     TokenInQuery,
     /// The bearer token was refused.
     Token(TokenError),
+    /// The issuer's introspection endpoint says the token is not active (RFC 7662 §2.2):
+    /// revoked, expired or unknown.
+    TokenInactive,
+    /// The token needs introspection and the endpoint cannot answer (unreachable, timeout,
+    /// 5xx, not a JSON answer): fail closed.
+    IntrospectionUnavailable,
     /// A valid token without every scope the operation needs.
     InsufficientScope,
     /// No route matched under default-deny.
@@ -149,6 +155,16 @@ impl DenyReason {
                     "no_signing_keys",
                 ),
             },
+            DenyReason::TokenInactive => {
+                invalid("The access token is not active", "token_inactive")
+            }
+            DenyReason::IntrospectionUnavailable => s(
+                503,
+                None,
+                "Token introspection is temporarily unavailable",
+                false,
+                "introspection_unavailable",
+            ),
             DenyReason::InsufficientScope => s(
                 403,
                 Some("insufficient_scope"),
@@ -458,6 +474,8 @@ mod tests {
             DenyReason::NoCredentials,
             DenyReason::MalformedCredentials,
             DenyReason::TokenInQuery,
+            DenyReason::TokenInactive,
+            DenyReason::IntrospectionUnavailable,
             DenyReason::InsufficientScope,
             DenyReason::NoRoute,
             DenyReason::UnknownResource,
@@ -500,6 +518,8 @@ mod tests {
                 DenyReason::NoCredentials
                 | DenyReason::MalformedCredentials
                 | DenyReason::TokenInQuery
+                | DenyReason::TokenInactive
+                | DenyReason::IntrospectionUnavailable
                 | DenyReason::InsufficientScope
                 | DenyReason::NoRoute
                 | DenyReason::UnknownResource

@@ -10,10 +10,11 @@ use arc_swap::ArcSwap;
 use crate::cache::TokenCache;
 use crate::challenge::{ChallengeTarget, DenyReason};
 use crate::config::{
-    Config, IdentityHeaders, McpRules, PREFLIGHT_CONTEXT_KEY, PREFLIGHTS_BY_PROXY,
+    Config, IdentityHeaders, IntrospectMode, McpRules, PREFLIGHT_CONTEXT_KEY, PREFLIGHTS_BY_PROXY,
     RESOURCE_CONTEXT_KEY, Resource, StepUpStrategy, expand_scopes,
 };
 use crate::credentials::bearer_token;
+use crate::introspect::{self, Introspector, Refusal};
 use crate::jwks::JwksManager;
 use crate::mcp::{self, BodyError, Call};
 use crate::mesh::{self, Destination, DestinationError};
@@ -111,6 +112,8 @@ pub struct Authorizer {
     pub config: ArcSwap<Config>,
     pub jwks: Arc<JwksManager>,
     pub cache: TokenCache,
+    /// RFC 7662 introspection (opaque tokens, `introspect: always`).
+    pub introspect: Introspector,
 }
 
 impl Authorizer {
@@ -164,9 +167,56 @@ impl Authorizer {
         }))
     }
 
-    /// Token: from the cache when this exact token was verified for this resource under the
-    /// same keys and configuration, else validated (signature, issuer, claims, audience).
+    /// Token: an opaque token is judged by its issuer's introspection endpoint; a JWT comes
+    /// from the cache when this exact token was verified for this resource under the same
+    /// keys and configuration, else is validated (signature, issuer, claims, audience), and
+    /// is introspected too on `introspect: always` routes (a revoked JWT is refused).
     async fn step_token(
+        &self,
+        route: &Matched<'_>,
+        config: &Config,
+        token: &str,
+        now: u64,
+        epoch: u64,
+        trace: &mut Trace,
+    ) -> ControlFlow<Decision, Principal> {
+        let resource = route.resource;
+        // `explain --claims` judges a claims document offline: no token to introspect.
+        let offline = trace.offline_claims.is_some();
+        if !offline && let Some(issuer) = introspect::opaque_issuer(resource, token) {
+            let judged = if token.len() > config.max_token_bytes {
+                Err(Refusal::Token(token::TokenError::TooLong))
+            } else {
+                self.introspect
+                    .judge_token(&self.jwks, issuer, resource, token, now, trace)
+                    .await
+            };
+            return route.introspected(judged);
+        }
+        let principal = self
+            .step_jwt(route, config, token, now, epoch, trace)
+            .await?;
+        if route.introspect == IntrospectMode::Always && !offline {
+            // Validation gave every issuer of this resource an endpoint.
+            let judged = match resource
+                .issuers
+                .iter()
+                .find(|i| i.issuer == principal.issuer)
+            {
+                Some(issuer) => self
+                    .introspect
+                    .judge_token(&self.jwks, issuer, resource, token, now, trace)
+                    .await
+                    .map(|_| principal),
+                None => Err(Refusal::Unavailable),
+            };
+            return route.introspected(judged);
+        }
+        ControlFlow::Continue(principal)
+    }
+
+    /// A JWT, from the verified-token cache or validated.
+    async fn step_jwt(
         &self,
         route: &Matched<'_>,
         config: &Config,
@@ -345,7 +395,12 @@ fn step_route<'c>(
             );
             deny_early(DenyReason::BadPath, Some(resource))
         }
-        Requirement::Scopes { route, scopes, mcp } => {
+        Requirement::Scopes {
+            route,
+            scopes,
+            mcp,
+            introspect,
+        } => {
             trace.ok("route", || {
                 let rules = if mcp.is_some() {
                     "; MCP rules for POST bodies"
@@ -359,6 +414,7 @@ fn step_route<'c>(
                 name: route,
                 baseline: scopes,
                 mcp,
+                introspect,
             })
         }
     }
@@ -371,6 +427,8 @@ struct Matched<'c> {
     /// The route's own scopes (the MCP rules may add to them).
     baseline: &'c Scopes,
     mcp: Option<&'c McpRules>,
+    /// Which tokens are introspected on this route.
+    introspect: IntrospectMode,
 }
 
 impl Matched<'_> {
@@ -390,6 +448,17 @@ impl Matched<'_> {
             principal,
             inspection,
         }))
+    }
+
+    /// The answer to an introspection: the principal, or the denial its refusal maps to.
+    fn introspected(&self, judged: Result<Principal, Refusal>) -> ControlFlow<Decision, Principal> {
+        let reason = match judged {
+            Ok(p) => return ControlFlow::Continue(p),
+            Err(Refusal::Inactive) => DenyReason::TokenInactive,
+            Err(Refusal::Token(e)) => DenyReason::Token(e),
+            Err(Refusal::Unavailable) => DenyReason::IntrospectionUnavailable,
+        };
+        self.deny(reason, None, None, None)
     }
 
     /// Credentials: one `Authorization: Bearer` token, never a query token.

@@ -11,7 +11,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
 use url::Url;
 
+use std::sync::Arc;
+
 use crate::config::{Alg, ClientIdClaim, Config, KeySource, Resource, ScopeClaim, TrustedIssuer};
+use crate::introspect::{self, CallError, Introspector};
 use crate::jwks::{self, JwksManager};
 use crate::metrics::Metrics;
 use crate::scope::ClaimValue;
@@ -108,6 +111,13 @@ pub async fn run(config: &Config, probe: &Probe) -> anyhow::Result<(String, Leve
             check_scopes(m, &resources, &mut r);
             check_audience(&jwks, m, &issuer.issuer, &resources, probe, &mut r).await;
         }
+        let trusted = resources
+            .iter()
+            .flat_map(|res| res.issuers.iter())
+            .find(|t| t.issuer == issuer.issuer && t.introspection.is_some());
+        if let Some(t) = trusted {
+            check_introspection(&jwks, t, &mut r).await;
+        }
         writeln!(out, "issuer {}", issuer.issuer)?;
         for f in &r.0 {
             let tag = match f.level {
@@ -129,6 +139,28 @@ pub async fn run(config: &Config, probe: &Probe) -> anyhow::Result<(String, Leve
         }
     )?;
     Ok((out, worst))
+}
+
+/// RFC 7662: the endpoint is found and answers a made-up token (never a real one) as
+/// inactive, with the configured client authentication.
+async fn check_introspection(jwks: &Arc<JwksManager>, t: &TrustedIssuer, r: &mut Report) {
+    let Some(settings) = &t.introspection else {
+        return;
+    };
+    let intro = Introspector::new(Metrics::new());
+    let described = introspect::describe(settings);
+    match intro.probe(jwks, t).await {
+        Ok((endpoint, true)) => r.ok(format!(
+            "introspection endpoint {endpoint} answers a made-up token as inactive ({described})"
+        )),
+        Ok((endpoint, false)) => r.error(format!(
+            "introspection endpoint {endpoint} does not report a made-up token inactive: its answers cannot be trusted ({described})"
+        )),
+        Err(e @ CallError::Status(401 | 403)) => r.error(format!(
+            "introspection: {e}: check client_id and the client secret ({described})"
+        )),
+        Err(e) => r.error(format!("introspection: {e} ({described})")),
+    }
 }
 
 async fn fetch(jwks: &JwksManager, url: &Url, what: &str, r: &mut Report) -> Option<Vec<u8>> {

@@ -51,7 +51,8 @@ pub async fn run(config: Config, req: Request, now: u64) -> anyhow::Result<(Stri
     let authorizer = Authorizer {
         config: ArcSwap::from_pointee(config),
         jwks: jwks.clone(),
-        cache: TokenCache::new(0, metrics),
+        cache: TokenCache::new(0, metrics.clone()),
+        introspect: crate::introspect::Introspector::new(metrics),
     };
     let mut headers: HashMap<String, String> = HashMap::new();
     for (k, v) in &req.headers {
@@ -98,6 +99,19 @@ pub async fn run(config: Config, req: Request, now: u64) -> anyhow::Result<(Stri
             "token: offline claims document (signature, key and algorithm not checked)"
         )?;
     }
+    if let Some(r) = explained_resource(&authorizer, &decision) {
+        for i in r.issuers.iter() {
+            if let Some(s) = &i.introspection {
+                let d = crate::introspect::describe(s);
+                writeln!(
+                    out,
+                    "introspection: {} ({d}); resource default `introspect: {}`",
+                    i.issuer,
+                    r.introspect.as_str()
+                )?;
+            }
+        }
+    }
     writeln!(out, "steps:")?;
     out.push_str(&trace.render());
     let (d, reason) = decision.label();
@@ -126,4 +140,13 @@ pub async fn run(config: Config, req: Request, now: u64) -> anyhow::Result<(Stri
         }
     }
     Ok((out, allowed))
+}
+
+/// The resource the decision was made for, when one was chosen.
+fn explained_resource(
+    authorizer: &Authorizer,
+    decision: &Decision,
+) -> Option<crate::config::Resource> {
+    let id = decision.resource();
+    authorizer.config.load().resource(id).cloned()
 }

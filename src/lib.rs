@@ -14,6 +14,7 @@ pub mod doctor;
 pub mod explain;
 pub mod extproc;
 pub mod fetch_url;
+pub mod introspect;
 pub mod jwks;
 pub mod logfmt;
 pub mod mcp;

@@ -40,6 +40,57 @@ struct Inner {
     cache_misses: prometheus::IntCounter,
     token_cache_entries: IntGauge,
     config_last_reload_ok: IntGauge,
+    introspection: Introspection,
+}
+
+/// RFC 7662 introspection: calls by issuer and result, their latency, and cache lookups.
+struct Introspection {
+    calls: IntCounterVec,
+    cache: IntCounterVec,
+    seconds: HistogramVec,
+    cache_hits: prometheus::IntCounter,
+    cache_misses: prometheus::IntCounter,
+}
+
+impl Introspection {
+    fn new() -> Introspection {
+        let calls = counter(
+            "mcp_authz_introspection_requests_total",
+            "RFC 7662 introspection calls by issuer and result (active, inactive, error, timeout).",
+            &["issuer", "result"],
+        );
+        let seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "mcp_authz_introspection_duration_seconds",
+                "Time of one introspection call, waiting for a free slot included.",
+            )
+            .buckets(vec![
+                0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+            &["issuer"],
+        )
+        .expect("valid metric");
+        let cache = counter(
+            "mcp_authz_introspection_cache_requests_total",
+            "Introspection answer cache lookups by result (hit, miss).",
+            &["result"],
+        );
+        Introspection {
+            cache_hits: cache.with_label_values(&["hit"]),
+            cache_misses: cache.with_label_values(&["miss"]),
+            cache,
+            calls,
+            seconds,
+        }
+    }
+
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.calls.clone()),
+            Box::new(self.seconds.clone()),
+            Box::new(self.cache.clone()),
+        ]
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -164,7 +215,8 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+        let introspection = Introspection::new();
+        let mut collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(checks.clone()),
             Box::new(check_seconds.clone()),
             Box::new(jwks_fetches.clone()),
@@ -183,6 +235,7 @@ impl Metrics {
             Box::new(build_info),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
+        collectors.extend(introspection.collectors());
         for c in collectors {
             registry.register(c).expect("unique metric");
         }
@@ -213,6 +266,7 @@ impl Metrics {
             token_cache_evictions,
             token_cache_entries,
             config_last_reload_ok,
+            introspection,
         }))
     }
 
@@ -360,6 +414,35 @@ impl Metrics {
 
     pub fn token_cache_entries(&self, n: usize) {
         self.0.token_cache_entries.set(n as i64);
+    }
+
+    /// One introspection call for `issuer` ended with `result` (`active`, `inactive`, `error`,
+    /// `timeout`). Called off the Check path (the call's own task), so the label lock is fine.
+    pub fn introspection_call(&self, issuer: &str, result: &'static str, seconds: f64) {
+        let m = &self.0.introspection;
+        m.calls.with_label_values(&[issuer, result]).inc();
+        m.seconds.with_label_values(&[issuer]).observe(seconds);
+    }
+
+    /// Create `issuer`'s introspection call series at 0, so the first failure is visible to
+    /// `increase()` (see `init_series`).
+    pub fn introspection_init(&self, issuer: &str) {
+        for result in ["active", "inactive", "error", "timeout"] {
+            self.0
+                .introspection
+                .calls
+                .with_label_values(&[issuer, result]);
+        }
+    }
+
+    /// An introspection cache lookup: `hit` or miss.
+    pub fn introspection_cache(&self, hit: bool) {
+        let m = &self.0.introspection;
+        if hit {
+            m.cache_hits.inc();
+        } else {
+            m.cache_misses.inc();
+        }
     }
 
     /// Prometheus text exposition of every metric.

@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 
 use crate::config::{
-    Access, Config, McpRules, PathMatch, RESOURCE_CONTEXT_KEY, Resource, Route, Rule,
+    Access, Config, IntrospectMode, McpRules, PathMatch, RESOURCE_CONTEXT_KEY, Resource, Route,
+    Rule,
 };
 use crate::mcp::{Call, Reference};
 use crate::normalize::{
@@ -77,6 +78,8 @@ pub enum Requirement<'c> {
         route: &'c str,
         scopes: &'c Scopes,
         mcp: Option<&'c McpRules>,
+        /// Which tokens are introspected (RFC 7662) on this route.
+        introspect: IntrospectMode,
     },
     /// Denied whatever the token (no route matched under default-deny).
     Deny,
@@ -123,17 +126,20 @@ pub fn match_route<'c>(
             name,
             access: Access::Scopes(scopes),
             mcp,
+            introspect,
             ..
         }) => Requirement::Scopes {
             route: name,
             scopes,
             mcp: mcp.as_ref(),
+            introspect: introspect.unwrap_or(resource.introspect),
         },
         None => match &resource.default_scopes {
             Some(scopes) => Requirement::Scopes {
                 route: "default",
                 scopes,
                 mcp: None,
+                introspect: resource.introspect,
             },
             None => Requirement::Deny,
         },

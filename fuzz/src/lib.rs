@@ -327,7 +327,8 @@ resources:
     let authorizer = Authorizer {
         config: ArcSwap::from_pointee(config.clone()),
         jwks: jwks.clone(),
-        cache: TokenCache::new(256, metrics),
+        cache: TokenCache::new(256, metrics.clone()),
+        introspect: mcp_authz::introspect::Introspector::new(metrics),
     };
     Fixture {
         runtime,

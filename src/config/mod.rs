@@ -8,12 +8,17 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+mod introspection;
+mod introspection_check;
 mod model;
 mod render;
 mod resources;
 mod schema;
 mod validate;
 
+pub use introspection::{
+    AuthMethod, ClientSecret, IntrospectMode, IntrospectionSettings, RawIntrospection,
+};
 pub use model::*;
 pub use render::{MAX_CHECK_MESSAGE_BYTES, MAX_ENVOY_REQUEST_BYTES};
 pub use schema::*;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use url::Url;
 
+use super::introspection::{IntrospectMode, IntrospectionSettings};
 use super::schema::{EscapedSlashes, StepUpStrategy};
 use crate::normalize::segment_prefix;
 use crate::scope::{ScopeSet, Scopes};
@@ -229,6 +230,8 @@ pub struct TrustedIssuer {
     pub algorithms: Vec<Alg>,
     pub leeway: Duration,
     pub extra_audiences: Vec<String>,
+    /// RFC 7662 introspection of this issuer's tokens, when configured.
+    pub introspection: Option<std::sync::Arc<IntrospectionSettings>>,
     /// Claims whose union is the token's scopes, in configured order, without repeats.
     pub scope_claims: Vec<ScopeClaim>,
     /// Claims naming the client; the first one present wins.
@@ -334,6 +337,8 @@ pub struct Resource {
     pub prm_paths: [String; 2],
     /// Every scope this resource knows (routes, implications, scopes_supported).
     pub known_scopes: BTreeSet<String>,
+    /// Which tokens are introspected on routes that do not say (`introspect:`).
+    pub introspect: IntrospectMode,
 }
 
 #[derive(Debug, Clone)]
@@ -361,6 +366,8 @@ pub struct Route {
     pub access: Access,
     /// JSON-RPC rules for POST bodies, when configured.
     pub mcp: Option<McpRules>,
+    /// `introspect:` of this route; `None`: the resource's.
+    pub introspect: Option<IntrospectMode>,
 }
 
 /// What an MCP rule allows.

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use url::Url;
 
+use super::introspection::validate_introspection;
 use super::model::{
     Access, Alg, ClientIdClaim, IssuerKeysConfig, JwksSettings, KeySource, McpRules, PathMatch,
     Resource, Route, Rule, ScopeClaim, TrustedIssuer,
@@ -58,6 +59,7 @@ pub(super) fn validate_resource(
     r: RawResource,
     jwks: &JwksSettings,
     all_issuers: &mut Vec<IssuerKeysConfig>,
+    check_timeout: Duration,
 ) -> Result<Resource, ConfigError> {
     if r.id.is_empty()
         || !r
@@ -127,7 +129,7 @@ pub(super) fn validate_resource(
     let mut issuers = Vec::new();
     for (i, ri) in r.issuers.into_iter().enumerate() {
         let iat = format!("{at}.issuers[{i}]");
-        issuers.push(validate_issuer(&iat, ri, jwks, all_issuers)?);
+        issuers.push(validate_issuer(&iat, ri, jwks, all_issuers, check_timeout)?);
     }
     let mut seen = BTreeSet::new();
     for (i, iss) in issuers.iter().enumerate() {
@@ -160,6 +162,7 @@ pub(super) fn validate_resource(
             public: false,
             scopes: Some(vec![]),
             mcp: None,
+            introspect: None,
         }]
     });
     let mut routes = Vec::with_capacity(raw_routes.len());
@@ -283,6 +286,7 @@ pub(super) fn validate_resource(
         default_scopes,
         implications,
         step_up: r.step_up,
+        introspect: r.introspect,
         prm_url,
         prm_paths,
         known_scopes,
@@ -294,6 +298,7 @@ fn validate_issuer(
     ri: RawIssuer,
     jwks: &JwksSettings,
     all: &mut Vec<IssuerKeysConfig>,
+    check_timeout: Duration,
 ) -> Result<TrustedIssuer, ConfigError> {
     if ri.issuer.is_empty() {
         return Err(invalid(format!("{at}.issuer"), "must not be empty"));
@@ -384,6 +389,18 @@ fn validate_issuer(
         extra_audiences: ri.extra_audiences,
         scope_claims,
         client_id_claims,
+        introspection: ri
+            .introspection
+            .as_ref()
+            .map(|raw| {
+                validate_introspection(
+                    &format!("{at}.introspection"),
+                    raw,
+                    jwks.allow_insecure_http,
+                    check_timeout,
+                )
+            })
+            .transpose()?,
     })
 }
 
@@ -483,6 +500,7 @@ fn validate_route(at: &str, index: usize, rr: RawRoute) -> Result<Route, ConfigE
         methods,
         access,
         mcp,
+        introspect: rr.introspect,
     })
 }
 

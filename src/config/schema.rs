@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use super::introspection::{IntrospectMode, RawIntrospection};
+
 /// Top level of the YAML file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -422,6 +424,10 @@ pub struct RawResource {
     /// `scope=` in 403 step-up challenges: `union` (granted ∪ required, default) or `required`.
     #[serde(default)]
     pub step_up: StepUpStrategy,
+    /// Which tokens are introspected (RFC 7662): `opaque` (default, tokens that are not JWTs)
+    /// or `always` (JWTs too: revocation is seen). Routes may override it.
+    #[serde(default)]
+    pub introspect: IntrospectMode,
 }
 
 #[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -457,6 +463,9 @@ pub struct RawIssuer {
     /// Audiences accepted besides the resource URI (e.g. a Casdoor client id). Off by default.
     #[serde(default)]
     pub extra_audiences: Vec<String>,
+    /// RFC 7662 token introspection for this issuer's tokens (absent: none).
+    #[serde(default)]
+    pub introspection: Option<RawIntrospection>,
     /// Claims whose union is the token's scopes, from `scope`, `scp`, `roles`, `permissions`
     /// (default `[scope, scp]`). Entra ID app-only tokens carry only `roles`; Auth0's RBAC
     /// permissions are in `permissions`.
@@ -507,6 +516,9 @@ pub struct RawRoute {
     /// Per-method, per-tool, per-resource and per-prompt rules for JSON-RPC POST bodies.
     #[serde(default)]
     pub mcp: Option<RawMcpRules>,
+    /// `introspect:` for this route (default: the resource's).
+    #[serde(default)]
+    pub introspect: Option<IntrospectMode>,
 }
 
 /// MCP-aware rules; their scopes add to the route's scopes.

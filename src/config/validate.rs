@@ -50,7 +50,7 @@ impl TryFrom<RawConfig> for Config {
         let mut issuers: Vec<IssuerKeysConfig> = Vec::new();
         for (i, r) in raw.resources.into_iter().enumerate() {
             let at = format!("resources[{i}]");
-            let resource = validate_resource(&at, r, &jwks, &mut issuers)?;
+            let resource = validate_resource(&at, r, &jwks, &mut issuers, envoy.check_timeout)?;
             if resources.iter().any(|o: &Resource| o.id == resource.id) {
                 return Err(invalid(
                     format!("{at}.id"),
@@ -65,6 +65,7 @@ impl TryFrom<RawConfig> for Config {
             }
             resources.push(resource);
         }
+        super::introspection_check::check_resources(&resources)?;
         let istio = validate_istio(raw.istio, grpc_addr, &resources)?;
         let sessions = raw.sessions.as_ref().map(validate_sessions).transpose()?;
         Ok(Config {

@@ -4,7 +4,7 @@
 //
 //   node as.mjs --port P [--issuer URL] --resource URI [--resource URI ...]
 //               [--scopes "files:read files:write files:list"] [--default-resource URI|none]
-//               [--access-token-ttl SECONDS] [--proxy]
+//               [--access-token-ttl SECONDS] [--access-token-format jwt|opaque] [--proxy]
 //
 // --port 0 picks a free port; the ready line tells which one.
 // Prints exactly one line to stdout when listening:
@@ -21,8 +21,13 @@
 //   refresh_token (issued when offline_access is granted), introspection, revocation.
 // - devInteractions: any username/password logs in; consent is auto-granted for the requested
 //   scopes and resource (loadExistingGrant), so login can be scripted with plain HTTP.
+// - --access-token-format opaque: tokens for the resources are opaque (introspect them) instead
+//   of JWTs. oidc-provider introspects and revokes only opaque tokens (a JWT gets
+//   400 unsupported_token_type at both endpoints).
 // - Static client for client credentials: demo-cc / demo-cc-secret (client_secret_basic),
 //   allowed the resource scopes.
+// - Static confidential client for the resource server's introspection calls (RFC 7662 §2.1):
+//   mcp-authz-rs / mcp-authz-rs-secret (client_secret_basic).
 import { createServer } from 'node:http';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
@@ -42,6 +47,7 @@ const { values: args } = parseArgs({
     scopes: { type: 'string', default: 'files:read files:write files:list' },
     'default-resource': { type: 'string' },
     'access-token-ttl': { type: 'string', default: '3600' },
+    'access-token-format': { type: 'string', default: 'jwt' },
     proxy: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
@@ -51,7 +57,7 @@ const { values: args } = parseArgs({
 function usage(code) {
   process.stderr.write(`usage: node as.mjs --port P [--issuer URL] --resource URI [--resource URI ...]
          [--scopes "files:read files:write files:list"] [--default-resource URI|none]
-         [--access-token-ttl SECONDS] [--proxy]\n`);
+         [--access-token-ttl SECONDS] [--access-token-format jwt|opaque] [--proxy]\n`);
   process.exit(code);
 }
 if (args.help) usage(0);
@@ -78,6 +84,8 @@ if (defaultResource !== undefined && !resources.includes(defaultResource)) {
 }
 const accessTokenTtl = Number(args['access-token-ttl']);
 if (!Number.isInteger(accessTokenTtl) || accessTokenTtl <= 0) usage(2);
+const accessTokenFormat = args['access-token-format'];
+if (!['jwt', 'opaque'].includes(accessTokenFormat)) usage(2);
 
 // RS256 signing key generated at startup.
 const kid = `e2e-${randomBytes(6).toString('hex')}`;
@@ -104,6 +112,14 @@ const configuration = {
     redirect_uris: [],
     token_endpoint_auth_method: 'client_secret_basic',
     scope: resourceScopes.join(' '),
+  }, {
+    client_id: 'mcp-authz-rs',
+    client_secret: 'mcp-authz-rs-secret',
+    client_name: 'mcp-authz introspection client',
+    grant_types: ['client_credentials'],
+    response_types: [],
+    redirect_uris: [],
+    token_endpoint_auth_method: 'client_secret_basic',
   }],
   jwks: { keys: [signingJwk] },
   scopes: allScopes,
@@ -128,8 +144,8 @@ const configuration = {
           scope: resourceScopes.join(' '),
           audience: resourceIndicator,
           accessTokenTTL: accessTokenTtl,
-          accessTokenFormat: 'jwt',
-          jwt: { sign: { alg: 'RS256' } },
+          accessTokenFormat,
+          ...(accessTokenFormat === 'jwt' ? { jwt: { sign: { alg: 'RS256' } } } : {}),
         };
       },
     },
