@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # README command 2: the whole test suite, installing what it needs into the repo itself
 # (.venv for Envoy and the Python SDK, tests/e2e/node_modules for oidc-provider, the TS SDK and
-# @noble/post-quantum, whose ML-DSA signer tests/check.rs and tests/operator.rs call too).
+# @noble/post-quantum, whose ML-DSA signer tests/mldsa.rs and tests/operator.rs call too).
 # Fails, never skips, when a tool cannot be installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
