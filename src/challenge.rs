@@ -1,6 +1,7 @@
 //! Denial responses: HTTP status, RFC 6750 `WWW-Authenticate` challenge with the MCP
 //! `resource_metadata` and `scope` attributes, and the JSON body — one exhaustive mapping.
 
+use crate::dpop::DpopError;
 use crate::mcp::BodyError;
 use crate::mesh::DestinationError;
 use crate::policy::McpDenial;
@@ -47,6 +48,8 @@ pub enum DenyReason {
     /// to, or the workload's identity is unknown while bindings are configured (`mesh.rs`).
     /// 403 without a challenge: no token can fix it (contract §2, "policy forbids it").
     Destination(DestinationError),
+    /// A DPoP proof, or the binding of a token to its key, was refused (RFC 9449 §7.1, §7.2).
+    Dpop(DpopError),
     /// Something failed inside mcp-authz. Never an allow.
     Internal,
     /// The CheckRequest itself could not be decoded (a header value that is not UTF-8, a
@@ -279,6 +282,79 @@ impl DenyReason {
                 false,
                 "session_unknown",
             ),
+            DenyReason::Dpop(e) => {
+                let proof = |description, label| {
+                    s(401, Some("invalid_dpop_proof"), description, true, label)
+                };
+                match e {
+                    DpopError::ProofMissing => {
+                        proof("A DPoP proof header is required", "dpop_proof_missing")
+                    }
+                    DpopError::ProofMultiple => proof(
+                        "Exactly one DPoP proof header is allowed",
+                        "dpop_proof_multiple",
+                    ),
+                    DpopError::ProofMalformed => {
+                        proof("The DPoP proof is malformed", "dpop_proof_malformed")
+                    }
+                    DpopError::ProofTyp => {
+                        proof("The DPoP proof type is not dpop+jwt", "dpop_proof_typ")
+                    }
+                    DpopError::ProofAlg => {
+                        proof("The DPoP proof algorithm is not allowed", "dpop_proof_alg")
+                    }
+                    DpopError::ProofKey => proof(
+                        "The DPoP proof key is not a usable public key",
+                        "dpop_proof_key",
+                    ),
+                    DpopError::ProofSignature => proof(
+                        "The DPoP proof signature is invalid",
+                        "dpop_proof_signature",
+                    ),
+                    DpopError::ProofJti => proof("The DPoP proof jti is invalid", "dpop_proof_jti"),
+                    DpopError::ProofHtm => proof(
+                        "The DPoP proof htm does not match the request",
+                        "dpop_proof_htm",
+                    ),
+                    DpopError::ProofHtu => proof(
+                        "The DPoP proof htu does not match the request",
+                        "dpop_proof_htu",
+                    ),
+                    DpopError::ProofIat => {
+                        proof("The DPoP proof is too old or too new", "dpop_proof_iat")
+                    }
+                    DpopError::ProofAth => proof(
+                        "The DPoP proof ath does not match the access token",
+                        "dpop_proof_ath",
+                    ),
+                    DpopError::ProofReplayed => {
+                        proof("The DPoP proof was already used", "dpop_proof_replayed")
+                    }
+                    DpopError::ReplayCacheFull => s(
+                        503,
+                        None,
+                        "DPoP proofs cannot be checked for replay right now",
+                        false,
+                        "dpop_replay_cache_full",
+                    ),
+                    DpopError::TokenUnbound => invalid(
+                        "The access token is not bound to a DPoP key",
+                        "dpop_token_unbound",
+                    ),
+                    DpopError::KeyMismatch => invalid(
+                        "The access token is bound to another key than the DPoP proof",
+                        "dpop_key_mismatch",
+                    ),
+                    DpopError::BearerDowngrade => invalid(
+                        "The access token is DPoP-bound and must be sent with the DPoP scheme",
+                        "dpop_bearer_downgrade",
+                    ),
+                    DpopError::Required => invalid(
+                        "This resource accepts only DPoP-bound access tokens",
+                        "dpop_required",
+                    ),
+                }
+            }
             DenyReason::Internal => s(500, None, "Authorization failed", false, "internal"),
             DenyReason::Undecodable => s(
                 400,
@@ -296,6 +372,19 @@ impl DenyReason {
 pub struct ChallengeTarget {
     pub realm: String,
     pub resource_metadata: String,
+    /// Set when the resource takes DPoP (mode `allowed` or `required`).
+    pub dpop: Option<DpopChallenge>,
+}
+
+/// The `DPoP` challenge of a resource that takes DPoP (RFC 9449 §7.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DpopChallenge {
+    /// `algs`: the proof algorithms, space-separated.
+    pub algs: String,
+    /// Mode `allowed`: the `Bearer` challenge is sent beside it.
+    pub bearer_too: bool,
+    /// The request used the `DPoP` scheme: its errors go on the `DPoP` challenge.
+    pub request_used_dpop: bool,
 }
 
 /// A rendered denial.
@@ -318,7 +407,10 @@ pub fn render(
     if shape.challenge
         && let Some(t) = target
     {
-        headers.push(("www-authenticate", www_authenticate(&shape, t, scope)));
+        headers.push((
+            "www-authenticate",
+            www_authenticate(reason, &shape, t, scope),
+        ));
     }
     headers.push(("content-type", "application/json".into()));
     headers.push(("cache-control", "no-store".into()));
@@ -356,20 +448,47 @@ fn json_error(status: u16) -> &'static str {
     }
 }
 
-/// RFC 6750 §3 + RFC 9728 §5.1 challenge.
-fn www_authenticate(shape: &DenyShape, t: &ChallengeTarget, scope: Option<&str>) -> String {
-    let mut v = format!("Bearer realm=\"{}\"", t.realm);
-    if let Some(e) = shape.error {
-        v.push_str(&format!(
-            ", error=\"{e}\", error_description=\"{}\"",
-            shape.description
-        ));
+/// RFC 6750 §3 + RFC 9728 §5.1 challenge; for a resource that takes DPoP, RFC 9449 §7.1's
+/// `DPoP` challenge (with `algs`), alone (mode `required`) or after the `Bearer` one (mode
+/// `allowed`), each with `realm` and `resource_metadata`. The error goes on the challenge of
+/// the scheme it concerns: DPoP denials and denials of DPoP requests on `DPoP`, the rest on
+/// `Bearer`.
+///
+/// Both challenges travel in one header value, comma-separated (RFC 9110 §11.6.1): Envoy's
+/// denied-response headers are set with overwrite, so a second `WWW-Authenticate` would
+/// replace the first, and fetch-based clients join repeated values the same way anyway.
+/// `Bearer` comes first so clients that read only a leading `Bearer` challenge (the MCP
+/// TypeScript SDK) still find `resource_metadata`.
+fn www_authenticate(
+    reason: DenyReason,
+    shape: &DenyShape,
+    t: &ChallengeTarget,
+    scope: Option<&str>,
+) -> String {
+    let params = |with_error: bool| {
+        let mut v = format!("realm=\"{}\"", t.realm);
+        if let Some(e) = shape.error.filter(|_| with_error) {
+            v.push_str(&format!(
+                ", error=\"{e}\", error_description=\"{}\"",
+                shape.description
+            ));
+        }
+        if let Some(s) = scope.filter(|s| !s.is_empty()) {
+            v.push_str(&format!(", scope=\"{s}\""));
+        }
+        v.push_str(&format!(", resource_metadata=\"{}\"", t.resource_metadata));
+        v
+    };
+    let Some(d) = &t.dpop else {
+        return format!("Bearer {}", params(true));
+    };
+    let dpop_side = d.request_used_dpop || matches!(reason, DenyReason::Dpop(_));
+    let dpop = format!("DPoP algs=\"{}\", {}", d.algs, params(dpop_side));
+    if d.bearer_too {
+        format!("Bearer {}, {dpop}", params(!dpop_side))
+    } else {
+        dpop
     }
-    if let Some(s) = scope.filter(|s| !s.is_empty()) {
-        v.push_str(&format!(", scope=\"{s}\""));
-    }
-    v.push_str(&format!(", resource_metadata=\"{}\"", t.resource_metadata));
-    v
 }
 
 #[cfg(test)]
@@ -382,6 +501,7 @@ mod tests {
             realm: "MCP Server".into(),
             resource_metadata: "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
                 .into(),
+            dpop: None,
         }
     }
 
@@ -461,7 +581,14 @@ mod tests {
             );
             assert!(labels.insert(s.label), "duplicate label {}", s.label);
             if s.status == 401 && r != DenyReason::NoCredentials {
-                assert_eq!(s.error, Some("invalid_token"));
+                // RFC 9449 §7.1: proof problems have their own error code.
+                let proof = matches!(r, DenyReason::Dpop(e) if e.is_proof());
+                let want = if proof {
+                    "invalid_dpop_proof"
+                } else {
+                    "invalid_token"
+                };
+                assert_eq!(s.error, Some(want), "{r:?}");
             }
         }
     }
@@ -512,6 +639,24 @@ mod tests {
             DenyReason::McpDenied(McpDenial::BadUri(UriError::DotSegment)),
             DenyReason::Destination(DestinationError::Mismatch),
             DenyReason::Destination(DestinationError::Unauthenticated),
+            DenyReason::Dpop(DpopError::ProofMissing),
+            DenyReason::Dpop(DpopError::ProofMultiple),
+            DenyReason::Dpop(DpopError::ProofMalformed),
+            DenyReason::Dpop(DpopError::ProofTyp),
+            DenyReason::Dpop(DpopError::ProofAlg),
+            DenyReason::Dpop(DpopError::ProofKey),
+            DenyReason::Dpop(DpopError::ProofSignature),
+            DenyReason::Dpop(DpopError::ProofJti),
+            DenyReason::Dpop(DpopError::ProofHtm),
+            DenyReason::Dpop(DpopError::ProofHtu),
+            DenyReason::Dpop(DpopError::ProofIat),
+            DenyReason::Dpop(DpopError::ProofAth),
+            DenyReason::Dpop(DpopError::ProofReplayed),
+            DenyReason::Dpop(DpopError::ReplayCacheFull),
+            DenyReason::Dpop(DpopError::TokenUnbound),
+            DenyReason::Dpop(DpopError::KeyMismatch),
+            DenyReason::Dpop(DpopError::BearerDowngrade),
+            DenyReason::Dpop(DpopError::Required),
         ];
         for r in &all {
             match r {
@@ -563,6 +708,26 @@ mod tests {
                 ) => {}
                 DenyReason::Destination(
                     DestinationError::Mismatch | DestinationError::Unauthenticated,
+                ) => {}
+                DenyReason::Dpop(
+                    DpopError::ProofMissing
+                    | DpopError::ProofMultiple
+                    | DpopError::ProofMalformed
+                    | DpopError::ProofTyp
+                    | DpopError::ProofAlg
+                    | DpopError::ProofKey
+                    | DpopError::ProofSignature
+                    | DpopError::ProofJti
+                    | DpopError::ProofHtm
+                    | DpopError::ProofHtu
+                    | DpopError::ProofIat
+                    | DpopError::ProofAth
+                    | DpopError::ProofReplayed
+                    | DpopError::ReplayCacheFull
+                    | DpopError::TokenUnbound
+                    | DpopError::KeyMismatch
+                    | DpopError::BearerDowngrade
+                    | DpopError::Required,
                 ) => {}
             }
         }

@@ -52,7 +52,8 @@ pub async fn run(config: Config, req: Request, now: u64) -> anyhow::Result<(Stri
         config: ArcSwap::from_pointee(config),
         jwks: jwks.clone(),
         cache: TokenCache::new(0, metrics.clone()),
-        introspect: crate::introspect::Introspector::new(metrics),
+        introspect: crate::introspect::Introspector::new(metrics.clone()),
+        dpop: crate::dpop::Dpop::new(metrics),
     };
     let mut headers: HashMap<String, String> = HashMap::new();
     for (k, v) in &req.headers {

@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+mod dpop;
 mod introspection;
 mod introspection_check;
 mod model;
@@ -16,6 +17,7 @@ mod resources;
 mod schema;
 mod validate;
 
+pub use dpop::{DpopMode, DpopSettings, RawDpop};
 pub use introspection::{
     AuthMethod, ClientSecret, IntrospectMode, IntrospectionSettings, RawIntrospection,
 };

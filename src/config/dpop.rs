@@ -1,0 +1,165 @@
+//! `dpop:` of a resource (RFC 9449, DPoP-bound access tokens): the schema, the validated
+//! settings and their checks.
+
+use serde::Deserialize;
+
+use super::{Alg, ConfigError, invalid};
+
+/// Whether a resource takes DPoP-bound tokens (RFC 9449 §7).
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DpopMode {
+    /// Only `Bearer` (default). A token bound with `cnf.jkt` is still refused as a bearer
+    /// token (RFC 9449 §7.2).
+    #[default]
+    Off,
+    /// `DPoP` and `Bearer` both accepted; challenges name both schemes.
+    Allowed,
+    /// Only `DPoP`: a plain `Bearer` token is refused.
+    Required,
+}
+
+impl DpopMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DpopMode::Off => "off",
+            DpopMode::Allowed => "allowed",
+            DpopMode::Required => "required",
+        }
+    }
+}
+
+/// `resources[].dpop`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDpop {
+    /// `off` (default), `allowed` or `required`.
+    #[serde(default)]
+    pub mode: DpopMode,
+    /// JWS algorithms a proof may be signed with (default ES256, EdDSA, RS256, PS256):
+    /// asymmetric only (RFC 9449 §4.3 item 5: never `none`, never a MAC).
+    #[serde(default)]
+    pub algorithms: Option<Vec<String>>,
+    /// How far a proof's `iat` may be from now, either way, in seconds (default 60, 1..=600);
+    /// also how long its `jti` is remembered (RFC 9449 §11.1).
+    #[serde(default = "d60")]
+    pub iat_window_seconds: u64,
+    /// Proofs remembered for replay detection on this replica (default 100000,
+    /// 1..=10000000). When full of live entries, new proofs are refused (fail closed).
+    #[serde(default = "d100000")]
+    pub replay_cache_entries: usize,
+}
+
+fn d60() -> u64 {
+    60
+}
+
+fn d100000() -> usize {
+    100_000
+}
+
+/// The validated `dpop:` of a resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DpopSettings {
+    pub mode: DpopMode,
+    pub algorithms: Vec<Alg>,
+    pub iat_window_seconds: u64,
+    pub replay_cache_entries: usize,
+}
+
+impl Default for DpopSettings {
+    fn default() -> Self {
+        DpopSettings {
+            mode: DpopMode::Off,
+            algorithms: DEFAULT_ALGORITHMS.to_vec(),
+            iat_window_seconds: 60,
+            replay_cache_entries: 100_000,
+        }
+    }
+}
+
+impl DpopSettings {
+    /// The `algs` attribute of the `DPoP` challenge (RFC 9449 §7.1): space-separated.
+    pub fn algs(&self) -> String {
+        let names: Vec<&str> = self.algorithms.iter().map(|a| a.as_str()).collect();
+        names.join(" ")
+    }
+}
+
+const DEFAULT_ALGORITHMS: [Alg; 4] = [Alg::ES256, Alg::EdDSA, Alg::RS256, Alg::PS256];
+
+/// Check `resources[i].dpop` (`at` is that YAML path).
+pub fn validate_dpop(at: &str, raw: Option<RawDpop>) -> Result<DpopSettings, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(DpopSettings::default());
+    };
+    let algorithms = match raw.algorithms {
+        None => DEFAULT_ALGORITHMS.to_vec(),
+        Some(list) => {
+            if list.is_empty() {
+                return Err(invalid(
+                    format!("{at}.algorithms"),
+                    "must name at least one algorithm",
+                ));
+            }
+            let mut out = Vec::new();
+            for (i, name) in list.iter().enumerate() {
+                let here = format!("{at}.algorithms[{i}]");
+                if name.eq_ignore_ascii_case("none") || name.to_ascii_uppercase().starts_with("HS")
+                {
+                    return Err(invalid(
+                        here,
+                        format!(
+                            "{name:?} is not allowed: DPoP proofs are signed with an asymmetric key (RFC 9449 §4.3)"
+                        ),
+                    ));
+                }
+                let alg = Alg::parse(name).ok_or_else(|| {
+                    invalid(
+                        &here,
+                        format!("unknown algorithm {name:?} (ES256, ES384, EdDSA, RS256, RS384, RS512, PS256, PS384, PS512)"),
+                    )
+                })?;
+                if !matches!(
+                    alg,
+                    Alg::ES256
+                        | Alg::ES384
+                        | Alg::EdDSA
+                        | Alg::RS256
+                        | Alg::RS384
+                        | Alg::RS512
+                        | Alg::PS256
+                        | Alg::PS384
+                        | Alg::PS512
+                ) {
+                    return Err(invalid(
+                        here,
+                        format!("{name:?} has no RFC 7638 key thumbprint to bind a token to"),
+                    ));
+                }
+                if !out.contains(&alg) {
+                    out.push(alg);
+                }
+            }
+            out
+        }
+    };
+    if !(1..=600).contains(&raw.iat_window_seconds) {
+        return Err(invalid(
+            format!("{at}.iat_window_seconds"),
+            format!("must be 1..=600, not {}", raw.iat_window_seconds),
+        ));
+    }
+    if !(1..=10_000_000).contains(&raw.replay_cache_entries) {
+        return Err(invalid(
+            format!("{at}.replay_cache_entries"),
+            format!("must be 1..=10000000, not {}", raw.replay_cache_entries),
+        ));
+    }
+    Ok(DpopSettings {
+        mode: raw.mode,
+        algorithms,
+        iat_window_seconds: raw.iat_window_seconds,
+        replay_cache_entries: raw.replay_cache_entries,
+    })
+}

@@ -1,0 +1,222 @@
+//! DPoP-bound access tokens at the resource server (RFC 9449): which scheme a resource takes,
+//! the proof checked against the request (`proof.rs`), the token bound to the proof's key
+//! (`cnf.jkt`, §6), and each proof accepted once (`replay.rs`, §11.1). The Check pipeline
+//! calls [`check_proof`] before the token is validated and [`Dpop::bind`] after.
+
+use std::sync::Arc;
+
+use crate::config::{DpopMode, Resource};
+use crate::credentials::Scheme;
+use crate::metrics::Metrics;
+
+pub mod proof;
+pub mod replay;
+
+pub use proof::{Expected, VerifiedProof};
+use replay::{ReplayCache, ReplayError};
+
+/// Why a DPoP request, or a bound token, was refused. Every variant has its own response
+/// (`challenge.rs`): proof problems are `invalid_dpop_proof`, token and binding problems
+/// `invalid_token` (RFC 9449 §7.1, §12.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DpopError {
+    #[error("no DPoP proof header")]
+    ProofMissing,
+    #[error("more than one DPoP proof header")]
+    ProofMultiple,
+    #[error("DPoP proof is not a well-formed compact JWS")]
+    ProofMalformed,
+    #[error("DPoP proof typ is not dpop+jwt")]
+    ProofTyp,
+    #[error("DPoP proof algorithm is not allowed for this resource or key")]
+    ProofAlg,
+    #[error("DPoP proof jwk is not a usable public key")]
+    ProofKey,
+    #[error("DPoP proof signature is invalid")]
+    ProofSignature,
+    #[error("DPoP proof jti is missing or too long")]
+    ProofJti,
+    #[error("DPoP proof htm is not the request method")]
+    ProofHtm,
+    #[error("DPoP proof htu is not the request URI")]
+    ProofHtu,
+    #[error("DPoP proof iat is outside the accepted window")]
+    ProofIat,
+    #[error("DPoP proof ath is not the hash of the access token")]
+    ProofAth,
+    #[error("DPoP proof was already used")]
+    ProofReplayed,
+    #[error("DPoP replay cache is full")]
+    ReplayCacheFull,
+    #[error("token presented with DPoP is not bound to a key (no cnf.jkt)")]
+    TokenUnbound,
+    #[error("token is bound to another key than the proof's")]
+    KeyMismatch,
+    #[error("DPoP-bound token presented as a bearer token")]
+    BearerDowngrade,
+    #[error("this resource accepts only DPoP-bound tokens")]
+    Required,
+}
+
+impl DpopError {
+    /// Errors about the proof (RFC 9449 §7.1 `invalid_dpop_proof`), as opposed to the token.
+    pub fn is_proof(self) -> bool {
+        !matches!(
+            self,
+            DpopError::ReplayCacheFull
+                | DpopError::TokenUnbound
+                | DpopError::KeyMismatch
+                | DpopError::BearerDowngrade
+                | DpopError::Required
+        )
+    }
+}
+
+/// The proof of a request, checked before its token (RFC 9449 §7.1): `None` when the request
+/// uses `Bearer` on a resource that takes it (mode `off` or `allowed`).
+pub fn check_proof(
+    resource: &Resource,
+    scheme: Scheme,
+    proof_header: Option<&str>,
+    expected: &Expected<'_>,
+) -> Result<Option<VerifiedProof>, DpopError> {
+    match (resource.dpop.mode, scheme) {
+        (DpopMode::Required, Scheme::Bearer) => Err(DpopError::Required),
+        (_, Scheme::Bearer) => Ok(None),
+        (_, Scheme::Dpop) => {
+            let proof = proof::single_proof(proof_header)?;
+            proof::verify(proof, expected, &resource.dpop).map(Some)
+        }
+    }
+}
+
+/// RFC 9449 §6, §7.2: the token's `cnf.jkt` and the proof's key. A bound token without a
+/// proof is a downgrade whatever the mode; a proof with an unbound token binds nothing.
+pub fn check_binding(
+    cnf_jkt: Option<&str>,
+    proof: Option<&VerifiedProof>,
+) -> Result<(), DpopError> {
+    match (cnf_jkt, proof) {
+        (None, None) => Ok(()),
+        (Some(_), None) => Err(DpopError::BearerDowngrade),
+        (None, Some(_)) => Err(DpopError::TokenUnbound),
+        (Some(jkt), Some(p)) if jkt == p.jkt => Ok(()),
+        (Some(_), Some(_)) => Err(DpopError::KeyMismatch),
+    }
+}
+
+/// Replica-local DPoP state: one replay cache per resource, created on first use.
+pub struct Dpop {
+    caches: papaya::HashMap<String, Arc<ReplayCache>>,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for Dpop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dpop")
+            .field("resources", &self.caches.len())
+            .finish()
+    }
+}
+
+impl Dpop {
+    pub fn new(metrics: Metrics) -> Dpop {
+        Dpop {
+            caches: papaya::HashMap::new(),
+            metrics,
+        }
+    }
+
+    /// This resource's replay cache. A reload that changes its size starts a new one (the
+    /// old entries are dropped: proofs seen just before a resize could be replayed once).
+    pub fn replay_cache(&self, resource: &Resource) -> Arc<ReplayCache> {
+        let capacity = resource.dpop.replay_cache_entries;
+        let caches = self.caches.pin();
+        let current =
+            caches.get_or_insert_with(resource.id.clone(), || Arc::new(ReplayCache::new(capacity)));
+        if current.capacity() == capacity {
+            return current.clone();
+        }
+        let fresh = Arc::new(ReplayCache::new(capacity));
+        caches.insert(resource.id.clone(), fresh.clone());
+        fresh
+    }
+
+    /// After the token: binding (`check_binding`), then the proof recorded so it is accepted
+    /// once. Recorded last, so only a proof that would otherwise be accepted uses up its
+    /// `jti`. Counts the outcome of every proof.
+    pub fn bind(
+        &self,
+        resource: &Resource,
+        cnf_jkt: Option<&str>,
+        proof: Option<&VerifiedProof>,
+        now: u64,
+    ) -> Result<(), DpopError> {
+        let result = check_binding(cnf_jkt, proof).and_then(|()| {
+            let Some(p) = proof else { return Ok(()) };
+            let key = ReplayCache::key(&resource.id, &p.jkt, &p.jti);
+            let until = p
+                .iat
+                .saturating_add(resource.dpop.iat_window_seconds)
+                .saturating_add(1);
+            self.replay_cache(resource)
+                .record(key, until, now)
+                .map_err(|e| match e {
+                    ReplayError::Replayed => DpopError::ProofReplayed,
+                    ReplayError::Full => DpopError::ReplayCacheFull,
+                })
+        });
+        if proof.is_some() {
+            self.outcome(result.err());
+        }
+        result
+    }
+
+    /// Count a proof's outcome (`mcp_authz_dpop_proofs_total`): `ok` or the denial label.
+    pub fn outcome(&self, error: Option<DpopError>) {
+        let label = match error {
+            None => "ok",
+            Some(e) => crate::challenge::DenyReason::Dpop(e).shape().label,
+        };
+        self.metrics.dpop_proof(label);
+    }
+
+    /// Drop expired replay entries (run periodically).
+    pub fn sweep(&self, now: u64) {
+        for (_, c) in self.caches.pin().iter() {
+            c.sweep(now);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proof(jkt: &str) -> VerifiedProof {
+        VerifiedProof {
+            jkt: jkt.into(),
+            jti: "j".into(),
+            iat: 0,
+            alg: crate::config::Alg::ES256,
+        }
+    }
+
+    #[test]
+    fn binding_table() {
+        assert_eq!(check_binding(None, None), Ok(()));
+        assert_eq!(
+            check_binding(Some("a"), None),
+            Err(DpopError::BearerDowngrade)
+        );
+        assert_eq!(
+            check_binding(None, Some(&proof("a"))),
+            Err(DpopError::TokenUnbound)
+        );
+        assert_eq!(check_binding(Some("a"), Some(&proof("a"))), Ok(()));
+        assert_eq!(
+            check_binding(Some("a"), Some(&proof("b"))),
+            Err(DpopError::KeyMismatch)
+        );
+    }
+}
