@@ -337,6 +337,13 @@ impl DenyReason {
                         false,
                         "dpop_replay_cache_full",
                     ),
+                    DpopError::ReplayStoreUnavailable => s(
+                        503,
+                        None,
+                        "DPoP proofs cannot be checked for replay right now",
+                        false,
+                        "dpop_replay_store_unavailable",
+                    ),
                     DpopError::TokenUnbound => invalid(
                         "The access token is not bound to a DPoP key",
                         "dpop_token_unbound",
@@ -653,6 +660,7 @@ mod tests {
             DenyReason::Dpop(DpopError::ProofAth),
             DenyReason::Dpop(DpopError::ProofReplayed),
             DenyReason::Dpop(DpopError::ReplayCacheFull),
+            DenyReason::Dpop(DpopError::ReplayStoreUnavailable),
             DenyReason::Dpop(DpopError::TokenUnbound),
             DenyReason::Dpop(DpopError::KeyMismatch),
             DenyReason::Dpop(DpopError::BearerDowngrade),
@@ -724,6 +732,7 @@ mod tests {
                     | DpopError::ProofAth
                     | DpopError::ProofReplayed
                     | DpopError::ReplayCacheFull
+                    | DpopError::ReplayStoreUnavailable
                     | DpopError::TokenUnbound
                     | DpopError::KeyMismatch
                     | DpopError::BearerDowngrade

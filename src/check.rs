@@ -161,7 +161,9 @@ impl Authorizer {
         let principal = self
             .step_token(&route, config, credentials.1, now, epoch, trace)
             .await?;
-        route.step_binding(&self.dpop, &principal, proof.as_ref(), now, trace)?;
+        route
+            .step_binding(&self.dpop, &principal, proof.as_ref(), now, trace)
+            .await?;
         let (required, inspection) = route.step_body(config, input, &method, &principal, trace)?;
         route.step_scopes(&principal, &required, inspection, trace)?;
         let session_id = route.step_session(config, input, &principal, inspection, trace)?;

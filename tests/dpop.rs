@@ -549,7 +549,14 @@ fn dpop_config_is_validated() {
             "{replay_cache_entries: 0}",
             "resources[0].dpop.replay_cache_entries",
         ),
-        ("{nonce: required}", "nonce"),
+        (
+            "{replay_store: {url: \"http://127.0.0.1:6379\"}}",
+            "resources[0].dpop.replay_store.url",
+        ),
+        (
+            "{replay_store: {url: \"redis://127.0.0.1:6379\", timeout_ms: 0}}",
+            "resources[0].dpop.replay_store.timeout_ms",
+        ),
     ];
     for (dpop, want) in cases {
         let yaml = config_yaml("https://iam.example", "", &format!("    dpop: {dpop}\n"));

@@ -137,7 +137,7 @@ impl Matched<'_> {
 
     /// DPoP binding and replay (RFC 9449 §6, §7.2, §11.1): a bound token only with a proof
     /// by its key, a proof only with a bound token, each proof accepted once.
-    pub(super) fn step_binding(
+    pub(super) async fn step_binding(
         &self,
         dpop: &Dpop,
         principal: &Principal,
@@ -148,7 +148,9 @@ impl Matched<'_> {
         if proof.is_none() && principal.cnf_jkt.is_none() {
             return ControlFlow::Continue(());
         }
-        let bound = dpop.bind(self.resource, principal.cnf_jkt.as_deref(), proof, now);
+        let bound = dpop
+            .bind(self.resource, principal.cnf_jkt.as_deref(), proof, now)
+            .await;
         match trace.check("dpop binding", bound, |()| {
             "cnf.jkt is the proof key; proof not seen before".to_owned()
         }) {

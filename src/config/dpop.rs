@@ -48,6 +48,26 @@ pub struct RawDpop {
     /// 1..=10000000). When full of live entries, new proofs are refused (fail closed).
     #[serde(default = "d100000")]
     pub replay_cache_entries: usize,
+    /// A replay store shared by every replica (Redis or Valkey), behind the local cache: a
+    /// proof replayed to another replica is caught too. Absent: replica-local only.
+    #[serde(default)]
+    pub replay_store: Option<RawReplayStore>,
+}
+
+/// `resources[].dpop.replay_store`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReplayStore {
+    /// `redis://host:port[/db]` (Redis or Valkey; no TLS).
+    pub url: String,
+    /// Time for one `SET NX` round trip, connecting included (default 250, 1..=5000);
+    /// beyond it the request is refused with 503 (fail closed).
+    #[serde(default = "d250")]
+    pub timeout_ms: u64,
+}
+
+fn d250() -> u64 {
+    250
 }
 
 fn d60() -> u64 {
@@ -65,6 +85,14 @@ pub struct DpopSettings {
     pub algorithms: Vec<Alg>,
     pub iat_window_seconds: u64,
     pub replay_cache_entries: usize,
+    pub replay_store: Option<ReplayStoreSettings>,
+}
+
+/// The validated `replay_store`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayStoreSettings {
+    pub url: String,
+    pub timeout_ms: u64,
 }
 
 impl Default for DpopSettings {
@@ -74,6 +102,7 @@ impl Default for DpopSettings {
             algorithms: DEFAULT_ALGORITHMS.to_vec(),
             iat_window_seconds: 60,
             replay_cache_entries: 100_000,
+            replay_store: None,
         }
     }
 }
@@ -156,10 +185,36 @@ pub fn validate_dpop(at: &str, raw: Option<RawDpop>) -> Result<DpopSettings, Con
             format!("must be 1..=10000000, not {}", raw.replay_cache_entries),
         ));
     }
+    let replay_store = match raw.replay_store {
+        None => None,
+        Some(s) => Some(validate_store(&format!("{at}.replay_store"), s)?),
+    };
     Ok(DpopSettings {
         mode: raw.mode,
         algorithms,
         iat_window_seconds: raw.iat_window_seconds,
         replay_cache_entries: raw.replay_cache_entries,
+        replay_store,
+    })
+}
+
+fn validate_store(at: &str, raw: RawReplayStore) -> Result<ReplayStoreSettings, ConfigError> {
+    let url = url::Url::parse(&raw.url)
+        .map_err(|e| invalid(format!("{at}.url"), format!("not a URL: {e}")))?;
+    if url.scheme() != "redis" || url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid(
+            format!("{at}.url"),
+            "must be redis://host:port[/db] (Redis or Valkey)",
+        ));
+    }
+    if !(1..=5000).contains(&raw.timeout_ms) {
+        return Err(invalid(
+            format!("{at}.timeout_ms"),
+            format!("must be 1..=5000, not {}", raw.timeout_ms),
+        ));
+    }
+    Ok(ReplayStoreSettings {
+        url: raw.url,
+        timeout_ms: raw.timeout_ms,
     })
 }

@@ -17,7 +17,7 @@ mod resources;
 mod schema;
 mod validate;
 
-pub use dpop::{DpopMode, DpopSettings, RawDpop};
+pub use dpop::{DpopMode, DpopSettings, RawDpop, RawReplayStore, ReplayStoreSettings};
 pub use introspection::{
     AuthMethod, ClientSecret, IntrospectMode, IntrospectionSettings, RawIntrospection,
 };

@@ -11,9 +11,11 @@ use crate::metrics::Metrics;
 
 pub mod proof;
 pub mod replay;
+pub mod store;
 
 pub use proof::{Expected, VerifiedProof};
 use replay::{ReplayCache, ReplayError};
+use store::{SharedStore, StoreAnswer};
 
 /// Why a DPoP request, or a bound token, was refused. Every variant has its own response
 /// (`challenge.rs`): proof problems are `invalid_dpop_proof`, token and binding problems
@@ -48,6 +50,8 @@ pub enum DpopError {
     ProofReplayed,
     #[error("DPoP replay cache is full")]
     ReplayCacheFull,
+    #[error("DPoP shared replay store is unavailable")]
+    ReplayStoreUnavailable,
     #[error("token presented with DPoP is not bound to a key (no cnf.jkt)")]
     TokenUnbound,
     #[error("token is bound to another key than the proof's")]
@@ -64,6 +68,7 @@ impl DpopError {
         !matches!(
             self,
             DpopError::ReplayCacheFull
+                | DpopError::ReplayStoreUnavailable
                 | DpopError::TokenUnbound
                 | DpopError::KeyMismatch
                 | DpopError::BearerDowngrade
@@ -105,9 +110,12 @@ pub fn check_binding(
     }
 }
 
-/// Replica-local DPoP state: one replay cache per resource, created on first use.
+/// DPoP state: one replica-local replay cache per resource, and the shared stores, each
+/// created on first use.
 pub struct Dpop {
     caches: papaya::HashMap<String, Arc<ReplayCache>>,
+    /// By URL and timeout.
+    stores: papaya::HashMap<(String, u64), Arc<SharedStore>>,
     metrics: Metrics,
 }
 
@@ -123,6 +131,7 @@ impl Dpop {
     pub fn new(metrics: Metrics) -> Dpop {
         Dpop {
             caches: papaya::HashMap::new(),
+            stores: papaya::HashMap::new(),
             metrics,
         }
     }
@@ -142,34 +151,65 @@ impl Dpop {
         fresh
     }
 
+    /// The shared store of `resource`, when it has one.
+    fn store(&self, resource: &Resource) -> Option<Arc<SharedStore>> {
+        let s = resource.dpop.replay_store.as_ref()?;
+        let key = (s.url.clone(), s.timeout_ms);
+        let stores = self.stores.pin();
+        if let Some(found) = stores.get(&key) {
+            return Some(found.clone());
+        }
+        let fresh = Arc::new(SharedStore::new(s)?);
+        Some(stores.get_or_insert(key, fresh).clone())
+    }
+
     /// After the token: binding (`check_binding`), then the proof recorded so it is accepted
-    /// once. Recorded last, so only a proof that would otherwise be accepted uses up its
-    /// `jti`. Counts the outcome of every proof.
-    pub fn bind(
+    /// once: in this replica's cache, then (when configured) in the shared store, which
+    /// catches a proof replayed to another replica. Recorded last, so only a proof that would
+    /// otherwise be accepted uses up its `jti`. Counts the outcome of every proof.
+    pub async fn bind(
         &self,
         resource: &Resource,
         cnf_jkt: Option<&str>,
         proof: Option<&VerifiedProof>,
         now: u64,
     ) -> Result<(), DpopError> {
-        let result = check_binding(cnf_jkt, proof).and_then(|()| {
-            let Some(p) = proof else { return Ok(()) };
-            let key = ReplayCache::key(&resource.id, &p.jkt, &p.jti);
-            let until = p
-                .iat
-                .saturating_add(resource.dpop.iat_window_seconds)
-                .saturating_add(1);
-            self.replay_cache(resource)
-                .record(key, until, now)
-                .map_err(|e| match e {
-                    ReplayError::Replayed => DpopError::ProofReplayed,
-                    ReplayError::Full => DpopError::ReplayCacheFull,
-                })
-        });
+        let result = self.bind_inner(resource, cnf_jkt, proof, now).await;
         if proof.is_some() {
             self.outcome(result.err());
         }
         result
+    }
+
+    async fn bind_inner(
+        &self,
+        resource: &Resource,
+        cnf_jkt: Option<&str>,
+        proof: Option<&VerifiedProof>,
+        now: u64,
+    ) -> Result<(), DpopError> {
+        check_binding(cnf_jkt, proof)?;
+        let Some(p) = proof else { return Ok(()) };
+        let key = ReplayCache::key(&resource.id, &p.jkt, &p.jti);
+        let until = p
+            .iat
+            .saturating_add(resource.dpop.iat_window_seconds)
+            .saturating_add(1);
+        self.replay_cache(resource)
+            .record(key, until, now)
+            .map_err(|e| match e {
+                ReplayError::Replayed => DpopError::ProofReplayed,
+                ReplayError::Full => DpopError::ReplayCacheFull,
+            })?;
+        let Some(store) = self.store(resource) else {
+            return Ok(());
+        };
+        let ttl_ms = until.saturating_sub(now).max(1).saturating_mul(1000);
+        match store.record(&key, ttl_ms).await {
+            Ok(StoreAnswer::First) => Ok(()),
+            Ok(StoreAnswer::Seen) => Err(DpopError::ProofReplayed),
+            Err(()) => Err(DpopError::ReplayStoreUnavailable),
+        }
     }
 
     /// Count a proof's outcome (`mcp_authz_dpop_proofs_total`): `ok` or the denial label.
