@@ -330,6 +330,13 @@ impl DenyReason {
                     DpopError::ProofReplayed => {
                         proof("The DPoP proof was already used", "dpop_proof_replayed")
                     }
+                    DpopError::UseNonce => s(
+                        401,
+                        Some("use_dpop_nonce"),
+                        "Resource server requires nonce in DPoP proof",
+                        true,
+                        "dpop_nonce_required",
+                    ),
                     DpopError::ReplayCacheFull => s(
                         503,
                         None,
@@ -392,6 +399,8 @@ pub struct DpopChallenge {
     pub bearer_too: bool,
     /// The request used the `DPoP` scheme: its errors go on the `DPoP` challenge.
     pub request_used_dpop: bool,
+    /// A fresh server nonce, sent as `DPoP-Nonce` (RFC 9449 §9).
+    pub nonce: Option<String>,
 }
 
 /// A rendered denial.
@@ -419,10 +428,20 @@ pub fn render(
             www_authenticate(reason, &shape, t, scope),
         ));
     }
+    let nonce = target.and_then(|t| t.dpop.as_ref()?.nonce.as_deref());
+    if let Some(n) = nonce {
+        headers.push(("dpop-nonce", n.to_owned()));
+    }
     headers.push(("content-type", "application/json".into()));
     headers.push(("cache-control", "no-store".into()));
-    // Browser-based MCP clients must be able to read the challenge (MCP Inspector).
-    headers.push(("access-control-expose-headers", "WWW-Authenticate".into()));
+    // Browser-based MCP clients must be able to read the challenge (MCP Inspector), and the
+    // nonce they must put in their next proof.
+    let expose = if nonce.is_some() {
+        "WWW-Authenticate, DPoP-Nonce"
+    } else {
+        "WWW-Authenticate"
+    };
+    headers.push(("access-control-expose-headers", expose.into()));
     if shape.status == 503 {
         headers.push(("retry-after", RETRY_AFTER_SECONDS.to_string()));
     }
@@ -590,7 +609,9 @@ mod tests {
             if s.status == 401 && r != DenyReason::NoCredentials {
                 // RFC 9449 §7.1: proof problems have their own error code.
                 let proof = matches!(r, DenyReason::Dpop(e) if e.is_proof());
-                let want = if proof {
+                let want = if r == DenyReason::Dpop(DpopError::UseNonce) {
+                    "use_dpop_nonce"
+                } else if proof {
                     "invalid_dpop_proof"
                 } else {
                     "invalid_token"
@@ -659,6 +680,7 @@ mod tests {
             DenyReason::Dpop(DpopError::ProofIat),
             DenyReason::Dpop(DpopError::ProofAth),
             DenyReason::Dpop(DpopError::ProofReplayed),
+            DenyReason::Dpop(DpopError::UseNonce),
             DenyReason::Dpop(DpopError::ReplayCacheFull),
             DenyReason::Dpop(DpopError::ReplayStoreUnavailable),
             DenyReason::Dpop(DpopError::TokenUnbound),
@@ -731,6 +753,7 @@ mod tests {
                     | DpopError::ProofIat
                     | DpopError::ProofAth
                     | DpopError::ProofReplayed
+                    | DpopError::UseNonce
                     | DpopError::ReplayCacheFull
                     | DpopError::ReplayStoreUnavailable
                     | DpopError::TokenUnbound

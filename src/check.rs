@@ -298,6 +298,7 @@ fn target(r: &Resource) -> ChallengeTarget {
             algs: r.dpop.algs(),
             bearer_too: r.dpop.mode == DpopMode::Allowed,
             request_used_dpop: false,
+            nonce: None,
         }),
     }
 }

@@ -529,6 +529,60 @@ async fn an_introspection_answer_with_cnf_jkt_binds_the_token() {
     assert_eq!(h.bearer("POST", "/mcp", &plain).await.status, 200);
 }
 
+#[tokio::test]
+async fn required_nonces_are_issued_and_checked() {
+    let key_file = tempdir().join("dpop-nonce.key");
+    std::fs::write(&key_file, format!("{}\n", "k".repeat(40))).unwrap();
+    let mut h = harness(&format!(
+        "{{mode: required, nonce: required, nonce_key_file: {}, nonce_seconds: 10}}",
+        key_file.display()
+    ))
+    .await;
+    let t = token(&h, "files:list", Some(&EC));
+    // No nonce: use_dpop_nonce with a fresh nonce (RFC 9449 §9).
+    let a = dpop_req(&mut h, &t, &proof(&EC, &t)).await;
+    assert_eq!(
+        (a.status, a.reason()),
+        (401, "dpop_nonce_required"),
+        "{a:?}"
+    );
+    let www = a.www().unwrap();
+    assert!(
+        www.starts_with("DPoP algs=") && www.contains("error=\"use_dpop_nonce\""),
+        "{www}"
+    );
+    assert_eq!(
+        a.headers["access-control-expose-headers"],
+        "WWW-Authenticate, DPoP-Nonce"
+    );
+    let nonce = a.headers["dpop-nonce"].clone();
+    let with = |n: &str| proof_with(&EC, "POST", URI, &t, json!({}), json!({"nonce": n}));
+    assert_eq!(dpop_req(&mut h, &t, &with(&nonce)).await.status, 200);
+    // The nonce can be used by several proofs within its lifetime.
+    assert_eq!(dpop_req(&mut h, &t, &with(&nonce)).await.status, 200);
+    for bad in ["", "made-up", &nonce[..nonce.len() - 1]] {
+        let a = dpop_req(&mut h, &t, &with(bad)).await;
+        assert_eq!(a.reason(), "dpop_nonce_required", "{bad}");
+        assert!(a.headers.contains_key("dpop-nonce"));
+    }
+    // A nonce from another key (another deployment) is refused.
+    let other_file = tempdir().join("other-nonce.key");
+    std::fs::write(&other_file, "o".repeat(40)).unwrap();
+    let other = mcp_authz::dpop::nonce::NonceKey::from_file(&other_file).unwrap();
+    let a = dpop_req(&mut h, &t, &with(&other.issue("files", now()))).await;
+    assert_eq!(a.reason(), "dpop_nonce_required");
+    // Past nonce_seconds: refused.
+    let ours = mcp_authz::dpop::nonce::NonceKey::from_file(&key_file).unwrap();
+    let a = dpop_req(&mut h, &t, &with(&ours.issue("files", now() - 11))).await;
+    assert_eq!(a.reason(), "dpop_nonce_required");
+    assert_eq!(
+        dpop_req(&mut h, &t, &with(&ours.issue("files", now() - 5)))
+            .await
+            .status,
+        200
+    );
+}
+
 #[test]
 fn dpop_config_is_validated() {
     let cases = [
@@ -548,6 +602,15 @@ fn dpop_config_is_validated() {
         (
             "{replay_cache_entries: 0}",
             "resources[0].dpop.replay_cache_entries",
+        ),
+        ("{nonce: required}", "resources[0].dpop.nonce_key_file"),
+        (
+            "{nonce: required, nonce_key_file: /nonexistent/key}",
+            "resources[0].dpop.nonce_key_file",
+        ),
+        (
+            "{nonce_key_file: /nonexistent/key}",
+            "resources[0].dpop.nonce_key_file",
         ),
         (
             "{replay_store: {url: \"http://127.0.0.1:6379\"}}",

@@ -40,9 +40,22 @@ impl Matched<'_> {
         principal: Option<Principal>,
         inspection: Option<&'static str>,
     ) -> ControlFlow<Decision, T> {
+        self.deny_with_nonce(reason, scope, principal, inspection, None)
+    }
+
+    /// [`Matched::deny`], with a fresh DPoP nonce for the client (RFC 9449 §9).
+    fn deny_with_nonce<T>(
+        &self,
+        reason: DenyReason,
+        scope: Option<String>,
+        principal: Option<Principal>,
+        inspection: Option<&'static str>,
+        nonce: Option<String>,
+    ) -> ControlFlow<Decision, T> {
         let mut target = target(self.resource);
         if let Some(d) = &mut target.dpop {
             d.request_used_dpop = self.used_dpop.load(Ordering::Relaxed);
+            d.nonce = nonce;
         }
         ControlFlow::Break(Decision::Deny(Denied {
             reason,
@@ -130,7 +143,12 @@ impl Matched<'_> {
                 if scheme == Scheme::Dpop {
                     dpop.outcome(Some(e));
                 }
-                self.deny(DenyReason::Dpop(e), None, None, None)
+                let nonce = if e == dpop::DpopError::UseNonce {
+                    dpop::fresh_nonce(self.resource, now)
+                } else {
+                    None
+                };
+                self.deny_with_nonce(DenyReason::Dpop(e), None, None, None, nonce)
             }
         }
     }

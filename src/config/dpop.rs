@@ -1,6 +1,8 @@
 //! `dpop:` of a resource (RFC 9449, DPoP-bound access tokens): the schema, the validated
 //! settings and their checks.
 
+use std::path::PathBuf;
+
 use serde::Deserialize;
 
 use super::{Alg, ConfigError, invalid};
@@ -52,6 +54,36 @@ pub struct RawDpop {
     /// proof replayed to another replica is caught too. Absent: replica-local only.
     #[serde(default)]
     pub replay_store: Option<RawReplayStore>,
+    /// Server-issued nonces (RFC 9449 §8–9): `off` (default) or `required`.
+    #[serde(default)]
+    pub nonce: NonceMode,
+    /// The HMAC key of the nonces (at least 32 bytes, whitespace around it ignored), the same
+    /// file on every replica; required with `nonce: required`.
+    #[serde(default)]
+    pub nonce_key_file: Option<PathBuf>,
+    /// How long a nonce is accepted (default 300, 10..=86400).
+    #[serde(default = "d300")]
+    pub nonce_seconds: u64,
+}
+
+/// `dpop.nonce`.
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum NonceMode {
+    #[default]
+    Off,
+    Required,
+}
+
+fn d300() -> u64 {
+    300
+}
+
+/// The validated nonce settings.
+#[derive(Debug, Clone)]
+pub struct NonceSettings {
+    pub key: crate::dpop::nonce::NonceKey,
+    pub seconds: u64,
 }
 
 /// `resources[].dpop.replay_store`.
@@ -79,13 +111,15 @@ fn d100000() -> usize {
 }
 
 /// The validated `dpop:` of a resource.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct DpopSettings {
     pub mode: DpopMode,
     pub algorithms: Vec<Alg>,
     pub iat_window_seconds: u64,
     pub replay_cache_entries: usize,
     pub replay_store: Option<ReplayStoreSettings>,
+    /// `Some` with `nonce: required`.
+    pub nonce: Option<NonceSettings>,
 }
 
 /// The validated `replay_store`.
@@ -103,6 +137,7 @@ impl Default for DpopSettings {
             iat_window_seconds: 60,
             replay_cache_entries: 100_000,
             replay_store: None,
+            nonce: None,
         }
     }
 }
@@ -189,12 +224,42 @@ pub fn validate_dpop(at: &str, raw: Option<RawDpop>) -> Result<DpopSettings, Con
         None => None,
         Some(s) => Some(validate_store(&format!("{at}.replay_store"), s)?),
     };
+    let nonce = match (raw.nonce, raw.nonce_key_file) {
+        (NonceMode::Off, None) => None,
+        (NonceMode::Off, Some(_)) => {
+            return Err(invalid(
+                format!("{at}.nonce_key_file"),
+                "is only used with nonce: required",
+            ));
+        }
+        (NonceMode::Required, None) => {
+            return Err(invalid(
+                format!("{at}.nonce_key_file"),
+                "is required with nonce: required (the same key file on every replica)",
+            ));
+        }
+        (NonceMode::Required, Some(path)) => {
+            if !(10..=86_400).contains(&raw.nonce_seconds) {
+                return Err(invalid(
+                    format!("{at}.nonce_seconds"),
+                    format!("must be 10..=86400, not {}", raw.nonce_seconds),
+                ));
+            }
+            let key = crate::dpop::nonce::NonceKey::from_file(&path)
+                .map_err(|e| invalid(format!("{at}.nonce_key_file"), e))?;
+            Some(NonceSettings {
+                key,
+                seconds: raw.nonce_seconds,
+            })
+        }
+    };
     Ok(DpopSettings {
         mode: raw.mode,
         algorithms,
         iat_window_seconds: raw.iat_window_seconds,
         replay_cache_entries: raw.replay_cache_entries,
         replay_store,
+        nonce,
     })
 }
 

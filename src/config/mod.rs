@@ -17,7 +17,9 @@ mod resources;
 mod schema;
 mod validate;
 
-pub use dpop::{DpopMode, DpopSettings, RawDpop, RawReplayStore, ReplayStoreSettings};
+pub use dpop::{
+    DpopMode, DpopSettings, NonceMode, NonceSettings, RawDpop, RawReplayStore, ReplayStoreSettings,
+};
 pub use introspection::{
     AuthMethod, ClientSecret, IntrospectMode, IntrospectionSettings, RawIntrospection,
 };

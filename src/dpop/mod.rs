@@ -9,6 +9,7 @@ use crate::config::{DpopMode, Resource};
 use crate::credentials::Scheme;
 use crate::metrics::Metrics;
 
+pub mod nonce;
 pub mod proof;
 pub mod replay;
 pub mod store;
@@ -48,6 +49,8 @@ pub enum DpopError {
     ProofAth,
     #[error("DPoP proof was already used")]
     ProofReplayed,
+    #[error("DPoP proof has no valid server-issued nonce")]
+    UseNonce,
     #[error("DPoP replay cache is full")]
     ReplayCacheFull,
     #[error("DPoP shared replay store is unavailable")]
@@ -90,9 +93,30 @@ pub fn check_proof(
         (_, Scheme::Bearer) => Ok(None),
         (_, Scheme::Dpop) => {
             let proof = proof::single_proof(proof_header)?;
-            proof::verify(proof, expected, &resource.dpop).map(Some)
+            let p = proof::verify(proof, expected, &resource.dpop)?;
+            // RFC 9449 §9: with nonces required, a proof without a current one is refused
+            // with `use_dpop_nonce` and a fresh `DPoP-Nonce`.
+            if let Some(n) = &resource.dpop.nonce {
+                let ok = p
+                    .nonce
+                    .as_deref()
+                    .is_some_and(|v| n.key.check(&resource.id, v, expected.now, n.seconds));
+                if !ok {
+                    return Err(DpopError::UseNonce);
+                }
+            }
+            Ok(Some(p))
         }
     }
+}
+
+/// A fresh nonce for `resource` (RFC 9449 §9 `DPoP-Nonce`), when it requires them.
+pub fn fresh_nonce(resource: &Resource, now: u64) -> Option<String> {
+    resource
+        .dpop
+        .nonce
+        .as_ref()
+        .map(|n| n.key.issue(&resource.id, now))
 }
 
 /// RFC 9449 §6, §7.2: the token's `cnf.jkt` and the proof's key. A bound token without a
@@ -239,6 +263,7 @@ mod tests {
             jti: "j".into(),
             iat: 0,
             alg: crate::config::Alg::ES256,
+            nonce: None,
         }
     }
 

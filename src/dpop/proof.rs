@@ -32,6 +32,8 @@ pub struct VerifiedProof {
     pub jti: String,
     pub iat: u64,
     pub alg: Alg,
+    /// The server-issued nonce it carries (RFC 9449 §8), if any.
+    pub nonce: Option<String>,
 }
 
 /// What the proof is checked against: the request as the client saw it.
@@ -65,6 +67,7 @@ struct Claims {
     htu: Option<Value>,
     iat: Option<Value>,
     ath: Option<Value>,
+    nonce: Option<Value>,
 }
 
 /// The `DPoP` header value, exactly one (RFC 9449 §4.3 item 1). Envoy joins repeated headers
@@ -162,7 +165,18 @@ pub fn verify(
     if ath != Some(token_hash(expected.token).as_str()) {
         return Err(E::ProofAth);
     }
-    Ok(VerifiedProof { jkt, jti, iat, alg })
+    let nonce = match claims.nonce {
+        None => None,
+        Some(Value::String(n)) => Some(n),
+        Some(_) => return Err(E::ProofMalformed),
+    };
+    Ok(VerifiedProof {
+        jkt,
+        jti,
+        iat,
+        alg,
+        nonce,
+    })
 }
 
 /// RFC 9449 §4.2 `ath`: base64url (no padding) of SHA-256 of the ASCII access token.
