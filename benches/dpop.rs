@@ -41,11 +41,14 @@ fn sha(b: &[u8]) -> String {
     b64(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b).as_ref())
 }
 
+/// Signs a JWS signing input.
+type Sign = Box<dyn Fn(&[u8]) -> Vec<u8>>;
+
 /// A proof signer: its public JWK, its alg, and a signing function.
 struct ProofKey {
     jwk: Value,
     alg: &'static str,
-    sign: Box<dyn Fn(&[u8]) -> Vec<u8>>,
+    sign: Sign,
 }
 
 impl ProofKey {
@@ -241,9 +244,7 @@ resources:
 
     println!("| in-process decision (`Authorizer::decide`) | µs per Check |");
     println!("|---|---|");
-    println!(
-        "| plain bearer JWT, verified-token cache hit (comparison) | {bearer_us:.2} |"
-    );
+    println!("| plain bearer JWT, verified-token cache hit (comparison) | {bearer_us:.2} |");
     for (alg, check, alone) in rows {
         println!(
             "| DPoP request, cached JWT + fresh {alg} proof (verify, bind, replay record) | {check:.2} |"
