@@ -133,7 +133,12 @@ impl Matched<'_> {
             token,
             now,
         };
-        let checked = dpop::check_proof(self.resource, scheme, input.header("dpop"), &expected);
+        let checked = dpop::check_proof(
+            self.resource,
+            scheme == Scheme::Dpop,
+            input.header("dpop"),
+            &expected,
+        );
         match trace.check("dpop proof", checked, |p| match p {
             Some(p) => format!("{} proof, key thumbprint {}", p.alg.as_str(), p.jkt),
             None => "none: a Bearer request".to_owned(),
@@ -141,7 +146,7 @@ impl Matched<'_> {
             Ok(p) => ControlFlow::Continue(p),
             Err(e) => {
                 if scheme == Scheme::Dpop {
-                    dpop.outcome(Some(e));
+                    dpop.outcome(DenyReason::Dpop(e).shape().label);
                 }
                 let nonce = if e == dpop::DpopError::UseNonce {
                     dpop::fresh_nonce(self.resource, now)
@@ -169,6 +174,12 @@ impl Matched<'_> {
         let bound = dpop
             .bind(self.resource, principal.cnf_jkt.as_deref(), proof, now)
             .await;
+        if proof.is_some() {
+            dpop.outcome(match bound {
+                Ok(()) => "ok",
+                Err(e) => DenyReason::Dpop(e).shape().label,
+            });
+        }
         match trace.check("dpop binding", bound, |()| {
             "cnf.jkt is the proof key; proof not seen before".to_owned()
         }) {

@@ -1,8 +1,10 @@
 //! `dpop:` of a resource (RFC 9449, DPoP-bound access tokens): the schema, the validated
 //! settings and their checks.
 
-use std::path::PathBuf;
+use std::fmt;
+use std::path::{Path, PathBuf};
 
+use aws_lc_rs::hmac;
 use serde::Deserialize;
 
 use super::{Alg, ConfigError, invalid};
@@ -82,7 +84,7 @@ fn d300() -> u64 {
 /// The validated nonce settings.
 #[derive(Debug, Clone)]
 pub struct NonceSettings {
-    pub key: crate::dpop::nonce::NonceKey,
+    pub key: NonceKey,
     pub seconds: u64,
 }
 
@@ -245,7 +247,7 @@ pub fn validate_dpop(at: &str, raw: Option<RawDpop>) -> Result<DpopSettings, Con
                     format!("must be 10..=86400, not {}", raw.nonce_seconds),
                 ));
             }
-            let key = crate::dpop::nonce::NonceKey::from_file(&path)
+            let key = NonceKey::from_file(&path)
                 .map_err(|e| invalid(format!("{at}.nonce_key_file"), e))?;
             Some(NonceSettings {
                 key,
@@ -282,4 +284,43 @@ fn validate_store(at: &str, raw: RawReplayStore) -> Result<ReplayStoreSettings, 
         url: raw.url,
         timeout_ms: raw.timeout_ms,
     })
+}
+
+/// Shortest nonce key accepted.
+pub const MIN_KEY_BYTES: usize = 32;
+
+/// The HMAC key of DPoP nonces (`dpop.nonce_key_file`; issued and checked by
+/// `dpop::nonce`).
+#[derive(Clone)]
+pub struct NonceKey(hmac::Key);
+
+impl fmt::Debug for NonceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NonceKey(..)")
+    }
+}
+
+impl NonceKey {
+    pub(crate) fn hmac(&self) -> &hmac::Key {
+        &self.0
+    }
+
+    /// A key from its bytes; ASCII whitespace around it is ignored. At least
+    /// [`MIN_KEY_BYTES`].
+    pub fn from_bytes(raw: &[u8]) -> Result<NonceKey, String> {
+        let key = raw.trim_ascii();
+        if key.len() < MIN_KEY_BYTES {
+            return Err(format!(
+                "the key has {} bytes; at least {MIN_KEY_BYTES} are needed (e.g. `openssl rand -base64 48`)",
+                key.len()
+            ));
+        }
+        Ok(NonceKey(hmac::Key::new(hmac::HMAC_SHA256, key)))
+    }
+
+    pub fn from_file(path: &Path) -> Result<NonceKey, String> {
+        let raw =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        NonceKey::from_bytes(&raw)
+    }
 }

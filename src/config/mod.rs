@@ -18,7 +18,8 @@ mod schema;
 mod validate;
 
 pub use dpop::{
-    DpopMode, DpopSettings, NonceMode, NonceSettings, RawDpop, RawReplayStore, ReplayStoreSettings,
+    DpopMode, DpopSettings, NonceKey, NonceMode, NonceSettings, RawDpop, RawReplayStore,
+    ReplayStoreSettings,
 };
 pub use introspection::{
     AuthMethod, ClientSecret, IntrospectMode, IntrospectionSettings, RawIntrospection,

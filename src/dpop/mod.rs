@@ -6,7 +6,6 @@
 use std::sync::Arc;
 
 use crate::config::{DpopMode, Resource};
-use crate::credentials::Scheme;
 use crate::metrics::Metrics;
 
 pub mod nonce;
@@ -81,17 +80,17 @@ impl DpopError {
 }
 
 /// The proof of a request, checked before its token (RFC 9449 §7.1): `None` when the request
-/// uses `Bearer` on a resource that takes it (mode `off` or `allowed`).
+/// uses `Bearer` (`dpop_scheme` false) on a resource that takes it (mode `off` or `allowed`).
 pub fn check_proof(
     resource: &Resource,
-    scheme: Scheme,
+    dpop_scheme: bool,
     proof_header: Option<&str>,
     expected: &Expected<'_>,
 ) -> Result<Option<VerifiedProof>, DpopError> {
-    match (resource.dpop.mode, scheme) {
-        (DpopMode::Required, Scheme::Bearer) => Err(DpopError::Required),
-        (_, Scheme::Bearer) => Ok(None),
-        (_, Scheme::Dpop) => {
+    match (resource.dpop.mode, dpop_scheme) {
+        (DpopMode::Required, false) => Err(DpopError::Required),
+        (_, false) => Ok(None),
+        (_, true) => {
             let proof = proof::single_proof(proof_header)?;
             let p = proof::verify(proof, expected, &resource.dpop)?;
             // RFC 9449 §9: with nonces required, a proof without a current one is refused
@@ -190,22 +189,8 @@ impl Dpop {
     /// After the token: binding (`check_binding`), then the proof recorded so it is accepted
     /// once: in this replica's cache, then (when configured) in the shared store, which
     /// catches a proof replayed to another replica. Recorded last, so only a proof that would
-    /// otherwise be accepted uses up its `jti`. Counts the outcome of every proof.
+    /// otherwise be accepted uses up its `jti`.
     pub async fn bind(
-        &self,
-        resource: &Resource,
-        cnf_jkt: Option<&str>,
-        proof: Option<&VerifiedProof>,
-        now: u64,
-    ) -> Result<(), DpopError> {
-        let result = self.bind_inner(resource, cnf_jkt, proof, now).await;
-        if proof.is_some() {
-            self.outcome(result.err());
-        }
-        result
-    }
-
-    async fn bind_inner(
         &self,
         resource: &Resource,
         cnf_jkt: Option<&str>,
@@ -237,11 +222,7 @@ impl Dpop {
     }
 
     /// Count a proof's outcome (`mcp_authz_dpop_proofs_total`): `ok` or the denial label.
-    pub fn outcome(&self, error: Option<DpopError>) {
-        let label = match error {
-            None => "ok",
-            Some(e) => crate::challenge::DenyReason::Dpop(e).shape().label,
-        };
+    pub fn outcome(&self, label: &'static str) {
         self.metrics.dpop_proof(label);
     }
 

@@ -3,9 +3,6 @@
 //! (`dpop.nonce_key_file`). Any replica can check any replica's nonce, and a proof carrying a
 //! nonce can be no older than `nonce_seconds`, whichever replica sees it.
 
-use std::fmt;
-use std::path::Path;
-
 use aws_lc_rs::{constant_time, hmac};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -16,41 +13,12 @@ const CONTEXT: &[u8] = b"mcp-authz dpop nonce v1\n";
 const TAG_BYTES: usize = 16;
 /// How far a nonce's issue time may be ahead of this replica's clock (replicas' clocks differ).
 const MAX_CLOCK_SKEW_SECONDS: u64 = 5;
-/// Shortest key accepted.
-pub const MIN_KEY_BYTES: usize = 32;
 
-/// The nonce key. `Debug` never prints it.
-#[derive(Clone)]
-pub struct NonceKey(hmac::Key);
-
-impl fmt::Debug for NonceKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("NonceKey(..)")
-    }
-}
+pub use crate::config::NonceKey;
 
 impl NonceKey {
-    /// A key from its bytes; ASCII whitespace around it is ignored. At least
-    /// [`MIN_KEY_BYTES`].
-    pub fn from_bytes(raw: &[u8]) -> Result<NonceKey, String> {
-        let key = raw.trim_ascii();
-        if key.len() < MIN_KEY_BYTES {
-            return Err(format!(
-                "the key has {} bytes; at least {MIN_KEY_BYTES} are needed (e.g. `openssl rand -base64 48`)",
-                key.len()
-            ));
-        }
-        Ok(NonceKey(hmac::Key::new(hmac::HMAC_SHA256, key)))
-    }
-
-    pub fn from_file(path: &Path) -> Result<NonceKey, String> {
-        let raw =
-            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        NonceKey::from_bytes(&raw)
-    }
-
     fn tag(&self, resource_id: &str, issued: u64) -> hmac::Tag {
-        let mut ctx = hmac::Context::with_key(&self.0);
+        let mut ctx = hmac::Context::with_key(self.hmac());
         ctx.update(CONTEXT);
         ctx.update(&(resource_id.len() as u64).to_be_bytes());
         ctx.update(resource_id.as_bytes());
