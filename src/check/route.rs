@@ -112,7 +112,6 @@ impl Matched<'_> {
     /// DPoP proof (RFC 9449 §4.3, §7.1): checked before the token, against the request as
     /// the client addressed it (the resource URI's origin, the normalized path). `None` for
     /// a `Bearer` request the resource takes.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn step_proof(
         &self,
         dpop: &Dpop,
