@@ -577,6 +577,73 @@ mod tests {
         assert_eq!(body["scope"], "files:list files:read");
     }
 
+    /// RFC 9449 §7.1: the `DPoP` challenge with `algs`, after `Bearer` in mode `allowed`,
+    /// alone in mode `required`; the error on the scheme it concerns; a nonce in `DPoP-Nonce`.
+    #[test]
+    fn dpop_challenges() {
+        let with = |bearer_too, request_used_dpop, nonce: Option<&str>| ChallengeTarget {
+            dpop: Some(DpopChallenge {
+                algs: "ES256 EdDSA".into(),
+                bearer_too,
+                request_used_dpop,
+                nonce: nonce.map(str::to_owned),
+            }),
+            ..target()
+        };
+        let rm = "resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/mcp\"";
+        let r = render(
+            DenyReason::NoCredentials,
+            Some(&with(true, false, None)),
+            None,
+        );
+        assert_eq!(
+            header(&r, "www-authenticate").unwrap(),
+            format!(
+                "Bearer realm=\"MCP Server\", {rm}, DPoP algs=\"ES256 EdDSA\", realm=\"MCP Server\", {rm}"
+            )
+        );
+        let r = render(
+            DenyReason::Dpop(DpopError::ProofHtu),
+            Some(&with(true, true, None)),
+            None,
+        );
+        let h = header(&r, "www-authenticate").unwrap();
+        let (bearer, dpop) = h.split_once(", DPoP ").unwrap();
+        assert!(!bearer.contains("error="), "{h}");
+        assert!(dpop.contains("error=\"invalid_dpop_proof\""), "{h}");
+        // A Bearer request's token error goes on Bearer.
+        let r = render(
+            DenyReason::Token(TokenError::Expired),
+            Some(&with(true, false, None)),
+            None,
+        );
+        let h = header(&r, "www-authenticate").unwrap();
+        let (bearer, dpop) = h.split_once(", DPoP ").unwrap();
+        assert!(bearer.contains("error=\"invalid_token\""), "{h}");
+        assert!(!dpop.contains("error="), "{h}");
+        // Required: DPoP only; the nonce goes out, and browsers may read it.
+        let r = render(
+            DenyReason::Dpop(DpopError::UseNonce),
+            Some(&with(false, true, Some("n0nce"))),
+            None,
+        );
+        let h = header(&r, "www-authenticate").unwrap();
+        assert!(h.starts_with("DPoP algs=") && !h.contains("Bearer"), "{h}");
+        assert!(h.contains("error=\"use_dpop_nonce\""), "{h}");
+        assert_eq!(header(&r, "dpop-nonce"), Some("n0nce"));
+        assert_eq!(
+            header(&r, "access-control-expose-headers"),
+            Some("WWW-Authenticate, DPoP-Nonce")
+        );
+        // 503s carry no challenge.
+        let r = render(
+            DenyReason::Dpop(DpopError::ReplayCacheFull),
+            Some(&with(true, true, None)),
+            None,
+        );
+        assert_eq!((r.status, header(&r, "www-authenticate")), (503, None));
+    }
+
     #[test]
     fn policy_and_503_have_no_challenge() {
         for reason in [
