@@ -10,8 +10,9 @@
 //   node dpop-client.mjs key
 //       Prints {"key": <private JWK of a fresh ES256 key>}.
 //   node dpop-client.mjs proof --key JSON --htm POST --htu URL [--token T] [--iat-offset S]
+//                              [--nonce N]
 //       Prints one proof (a compact JWS). --token adds `ath`; --iat-offset shifts the clock the
-//       proof's `iat` is read from (stale or future proofs).
+//       proof's `iat` is read from (stale or future proofs); --nonce adds a server nonce.
 import { parseArgs } from 'node:util';
 import { webcrypto as crypto } from 'node:crypto';
 import * as DPoP from 'dpop';
@@ -28,6 +29,7 @@ const { values: args } = parseArgs({
     htu: { type: 'string' },
     token: { type: 'string' },
     'iat-offset': { type: 'string', default: '0' },
+    nonce: { type: 'string' },
   },
   strict: true,
 });
@@ -85,7 +87,7 @@ if (command === 'key') {
   const offset = Number(args['iat-offset']) * 1000;
   const realNow = Date.now;
   Date.now = () => realNow() + offset;
-  out(await DPoP.generateProof(pair, args.htu, args.htm, undefined, args.token));
+  out(await DPoP.generateProof(pair, args.htu, args.htm, args.nonce, args.token));
 } else {
   process.stderr.write('usage: node dpop-client.mjs token|key|proof ...\n');
   process.exit(2);

@@ -55,11 +55,13 @@ class Holder:
         assert out["token_type"] == "DPoP", out
 
     def proof(self, htm: str = "POST", htu: str | None = None, token: str | None = "",
-              iat_offset: int = 0, key: dict | None = None) -> str:
+              iat_offset: int = 0, key: dict | None = None, nonce: str | None = None) -> str:
         args = ["proof", "--key", json.dumps(key or self.key), "--htm", htm,
                 "--htu", htu or self.stack.mcp_uri, f"--iat-offset={iat_offset}"]
         if token is not None:
             args += ["--token", token or self.token]
+        if nonce is not None:
+            args += ["--nonce", nonce]
         return _client(*args)
 
     def send(self, envoy: Raw, proof: str, scheme: str = "DPoP") -> Response:
@@ -171,3 +173,49 @@ def test_plain_bearer_tokens_still_work(dpop_stack, envoy):
     assert r.status == 401, r
     www = r.header("www-authenticate") or ""
     assert www.startswith("Bearer ") and ALGS in www and "error=" not in www, r
+
+
+class NonceStack(DpopStack):
+    """`dpop: {mode: required, nonce: required}`: server nonces (RFC 9449 §9)."""
+
+    def config_yaml(self) -> str:
+        key = self.workdir / "dpop-nonce.key"
+        key.write_text(base64.b64encode(bytes(range(48))).decode() + "\n")
+        yaml = stack_mod.Stack.config_yaml(self)
+        realm = f"    realm: {json.dumps(stack_mod.REALM)}\n"
+        return yaml.replace(realm, realm + (
+            "    dpop: {mode: required, nonce: required, "
+            f"nonce_key_file: {json.dumps(str(key))}, nonce_seconds: 60}}\n"), 1)
+
+
+@pytest.fixture(scope="module")
+def nonce_stack():
+    s = NonceStack()
+    try:
+        s.start()
+        yield s
+    finally:
+        s.stop()
+
+
+def test_required_nonce_round_trip_through_envoy(nonce_stack):
+    envoy = Raw(nonce_stack.ports.envoy)
+    holder = Holder(nonce_stack)
+    r = holder.send(envoy, holder.proof())
+    assert r.status == 401, r
+    www = r.header("www-authenticate") or ""
+    assert www.startswith('DPoP algs="ES256 EdDSA RS256 PS256"'), r
+    assert 'error="use_dpop_nonce"' in www and "Bearer" not in www, r
+    nonce = r.header("dpop-nonce")
+    assert nonce, r
+    assert "DPoP-Nonce" in (r.header("access-control-expose-headers") or ""), r
+    # The client retries with the nonce, as RFC 9449 §9 has it.
+    r = holder.send(envoy, holder.proof(nonce=nonce))
+    assert r.status == 200, r
+    assert holder.send(envoy, holder.proof(nonce=nonce + "x")).status == 401
+    # Required mode: a bearer token is refused with the DPoP challenge only.
+    token = nonce_stack.client_credentials()["access_token"]
+    r = envoy.mcp(rpc("tools/list"), token=token)
+    assert r.status == 401, r
+    www = r.header("www-authenticate") or ""
+    assert www.startswith("DPoP algs=") and 'error="invalid_token"' in www, r
