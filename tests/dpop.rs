@@ -274,8 +274,14 @@ async fn the_proof_header_must_be_a_public_key_signed_dpop_jwt() {
         (json!({"alg": "none"}), "dpop_proof_alg"),
         (json!({"alg": "HS256"}), "dpop_proof_alg"),
         (json!({"alg": "ES384"}), "dpop_proof_alg"),
-        // On the allow-list, but not an algorithm of this (P-256) key: the alg must fit it.
+        // On the allow-list, but not an algorithm of this (P-256) key: the alg must fit it,
+        // whether the JWK names its own `alg` or not.
         (json!({"alg": "RS256"}), "dpop_proof_alg"),
+        (
+            json!({"alg": "RS256", "jwk": {"kty": "EC", "crv": "P-256",
+                "x": EC.jwk()["x"], "y": EC.jwk()["y"]}}),
+            "dpop_proof_alg",
+        ),
         (json!({"jwk": private}), "dpop_proof_key"),
         (
             json!({"jwk": {"kty": "oct", "k": "c2VjcmV0"}}),

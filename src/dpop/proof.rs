@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::DpopError;
 use crate::config::{Alg, DpopSettings};
-use crate::jwks::parse_public_jwk;
+use crate::jwks::{SkipReason, parse_public_jwk};
 use crate::normalize;
 
 /// Longest proof accepted: an RS512 proof with a 4096-bit key is ~2 kB; 8 kB leaves room
@@ -127,7 +127,16 @@ pub fn verify(
     if PRIVATE_MEMBERS.iter().any(|m| jwk.contains_key(*m)) {
         return Err(E::ProofKey);
     }
-    let key = parse_public_jwk(&Value::Object(jwk.clone())).map_err(|_| E::ProofKey)?;
+    // A JWK without its own `alg` is parsed for the proof's only (an RSA key would otherwise
+    // be prepared for all six RSA algorithms); one with another `alg` is refused below.
+    let mut parsed_jwk = jwk.clone();
+    parsed_jwk
+        .entry("alg")
+        .or_insert_with(|| Value::from(alg.as_str()));
+    let key = parse_public_jwk(&Value::Object(parsed_jwk)).map_err(|e| match e {
+        SkipReason::UnsupportedAlg => E::ProofAlg,
+        _ => E::ProofKey,
+    })?;
     if !key.accepts(alg) {
         return Err(E::ProofAlg);
     }
