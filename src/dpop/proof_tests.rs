@@ -72,3 +72,77 @@ fn single_proof_header() {
     );
     assert_eq!(single_proof(Some("a.b.c")), Ok("a.b.c"));
 }
+
+mod props {
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::super::*;
+    use crate::config::DpopSettings;
+
+    const TOKEN: &str = "the.access.token";
+
+    fn b64(b: &[u8]) -> String {
+        URL_SAFE_NO_PAD.encode(b)
+    }
+
+    /// A valid ES256 proof for POST https://mcp.example.com/mcp at `NOW`.
+    fn valid() -> String {
+        let k = EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+        let p = k.public_key().as_ref();
+        let jwk = json!({"kty": "EC", "crv": "P-256", "x": b64(&p[1..33]), "y": b64(&p[33..65])});
+        let h = b64(json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk})
+            .to_string()
+            .as_bytes());
+        let c = b64(
+            json!({"jti": "j", "htm": "POST", "htu": "https://mcp.example.com/mcp",
+            "iat": NOW, "ath": token_hash(TOKEN)})
+            .to_string()
+            .as_bytes(),
+        );
+        let input = format!("{h}.{c}");
+        let sig = k.sign(&SystemRandom::new(), input.as_bytes()).unwrap();
+        format!("{input}.{}", b64(sig.as_ref()))
+    }
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn expected() -> Expected<'static> {
+        Expected {
+            method: "POST",
+            origin: "https://mcp.example.com",
+            path: "/mcp",
+            token: TOKEN,
+            now: NOW,
+        }
+    }
+
+    static VALID: std::sync::LazyLock<String> = std::sync::LazyLock::new(valid);
+
+    #[test]
+    fn the_fixture_is_accepted() {
+        assert!(verify(&VALID, &expected(), &DpopSettings::default()).is_ok());
+    }
+
+    proptest! {
+        /// Any one byte of a valid proof changed: refused, never a panic. (Fails when the
+        /// signature is not checked, or checked over less than header and claims.)
+        #[test]
+        fn a_changed_byte_is_refused(i in 0usize..4096, b in 0u8..128) {
+            let mut bytes = VALID.clone().into_bytes();
+            let i = i % bytes.len();
+            prop_assume!(bytes[i] != b);
+            bytes[i] = b;
+            let changed = String::from_utf8(bytes).unwrap();
+            prop_assert!(verify(&changed, &expected(), &DpopSettings::default()).is_err());
+        }
+
+        /// Arbitrary text is refused without a panic.
+        #[test]
+        fn arbitrary_text_is_refused(s in "[A-Za-z0-9_.=-]{0,300}") {
+            prop_assert!(verify(&s, &expected(), &DpopSettings::default()).is_err());
+        }
+    }
+}
