@@ -137,8 +137,8 @@ pub fn check_binding(
 /// created on first use.
 pub struct Dpop {
     caches: papaya::HashMap<String, Arc<ReplayCache>>,
-    /// By URL and timeout.
-    stores: papaya::HashMap<(String, u64), Arc<SharedStore>>,
+    /// By URL (a reload that changes the timeout replaces the store).
+    stores: papaya::HashMap<String, Arc<SharedStore>>,
     metrics: Metrics,
 }
 
@@ -164,6 +164,12 @@ impl Dpop {
     pub fn replay_cache(&self, resource: &Resource) -> Arc<ReplayCache> {
         let capacity = resource.dpop.replay_cache_entries;
         let caches = self.caches.pin();
+        // No allocation on the usual path: the cache exists with this size.
+        if let Some(c) = caches.get(resource.id.as_str())
+            && c.capacity() == capacity
+        {
+            return c.clone();
+        }
         let current =
             caches.get_or_insert_with(resource.id.clone(), || Arc::new(ReplayCache::new(capacity)));
         if current.capacity() == capacity {
@@ -177,13 +183,15 @@ impl Dpop {
     /// The shared store of `resource`, when it has one.
     fn store(&self, resource: &Resource) -> Option<Arc<SharedStore>> {
         let s = resource.dpop.replay_store.as_ref()?;
-        let key = (s.url.clone(), s.timeout_ms);
         let stores = self.stores.pin();
-        if let Some(found) = stores.get(&key) {
+        if let Some(found) = stores.get(s.url.as_str())
+            && found.timeout_ms() == s.timeout_ms
+        {
             return Some(found.clone());
         }
         let fresh = Arc::new(SharedStore::new(s)?);
-        Some(stores.get_or_insert(key, fresh).clone())
+        stores.insert(s.url.clone(), fresh.clone());
+        Some(fresh)
     }
 
     /// After the token: binding (`check_binding`), then the proof recorded so it is accepted

@@ -45,6 +45,10 @@ impl SharedStore {
         })
     }
 
+    pub fn timeout_ms(&self) -> u64 {
+        self.timeout.as_millis() as u64
+    }
+
     /// Record `key` for `ttl_ms`, or say another replica did. `Err` for a timeout or any
     /// store error: the caller fails closed.
     pub async fn record(&self, key: &Key, ttl_ms: u64) -> Result<StoreAnswer, ()> {
