@@ -8,8 +8,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::cache::TokenCache;
-use crate::challenge::DpopChallenge;
-use crate::challenge::{ChallengeTarget, DenyReason};
+use crate::challenge::{ChallengeTarget, DenyReason, DpopChallenge};
 use crate::config::{Config, DpopMode, IdentityHeaders, IntrospectMode, Resource, StepUpStrategy};
 use crate::dpop::Dpop;
 use crate::introspect::{self, Introspector, Refusal};
@@ -116,7 +115,8 @@ pub struct Authorizer {
     pub cache: TokenCache,
     /// RFC 7662 introspection (opaque tokens, `introspect: always`).
     pub introspect: Introspector,
-    /// DPoP replay caches (RFC 9449 §11.1), one per resource, local to this replica.
+    /// DPoP replay protection (RFC 9449 §11.1): a cache per resource on this replica, and the
+    /// shared stores resources name.
     pub dpop: Dpop,
 }
 

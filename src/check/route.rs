@@ -6,8 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{CheckInput, Decision, Denied, step_up_scope, target};
 use crate::challenge::DenyReason;
-use crate::config::DpopMode;
-use crate::config::{Config, IntrospectMode, McpRules, Resource, expand_scopes};
+use crate::config::{Config, DpopMode, IntrospectMode, McpRules, Resource, expand_scopes};
 use crate::credentials::{Scheme, access_token};
 use crate::dpop::{self, Dpop, Expected, VerifiedProof};
 use crate::introspect::Refusal;
