@@ -26,6 +26,7 @@ fn main() {
         client_id: Some("mcp-client-1".into()),
         scopes: Scopes::parse_space("files:list files:read"),
         expires_at: now + 3600,
+        cnf_jkt: None,
     };
     let keys: Vec<_> = (0..capacity + flood)
         .map(|i| TokenCache::key("files", &format!("token-{i}")))

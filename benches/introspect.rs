@@ -112,6 +112,7 @@ resources:
         jwks: jwks.clone(),
         cache: TokenCache::new(10_000, metrics.clone()),
         introspect: Introspector::new(metrics.clone()),
+        dpop: mcp_authz::dpop::Dpop::new(metrics.clone()),
     };
     let input = |token: &str| CheckInput {
         method: "POST".into(),

@@ -157,6 +157,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         jwks: jwks.clone(),
         cache,
         introspect: crate::introspect::Introspector::new(metrics.clone()),
+        dpop: crate::dpop::Dpop::new(metrics.clone()),
     });
     authorizer.introspect.prepare(&authorizer.config.load());
     let ready = Arc::new(Readiness::default());
@@ -251,6 +252,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             loop {
                 tokio::time::sleep(Duration::from_secs(30)).await;
                 authorizer.cache.sweep(unix_now());
+                authorizer.dpop.sweep(unix_now());
             }
         }
     });

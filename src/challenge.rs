@@ -1,6 +1,7 @@
 //! Denial responses: HTTP status, RFC 6750 `WWW-Authenticate` challenge with the MCP
 //! `resource_metadata` and `scope` attributes, and the JSON body — one exhaustive mapping.
 
+use crate::dpop::DpopError;
 use crate::mcp::BodyError;
 use crate::mesh::DestinationError;
 use crate::policy::McpDenial;
@@ -47,6 +48,8 @@ pub enum DenyReason {
     /// to, or the workload's identity is unknown while bindings are configured (`mesh.rs`).
     /// 403 without a challenge: no token can fix it (contract §2, "policy forbids it").
     Destination(DestinationError),
+    /// A DPoP proof, or the binding of a token to its key, was refused (RFC 9449 §7.1, §7.2).
+    Dpop(DpopError),
     /// Something failed inside mcp-authz. Never an allow.
     Internal,
     /// The CheckRequest itself could not be decoded (a header value that is not UTF-8, a
@@ -279,6 +282,93 @@ impl DenyReason {
                 false,
                 "session_unknown",
             ),
+            DenyReason::Dpop(e) => {
+                let proof = |description, label| {
+                    s(401, Some("invalid_dpop_proof"), description, true, label)
+                };
+                match e {
+                    DpopError::ProofMissing => {
+                        proof("A DPoP proof header is required", "dpop_proof_missing")
+                    }
+                    DpopError::ProofMultiple => proof(
+                        "Exactly one DPoP proof header is allowed",
+                        "dpop_proof_multiple",
+                    ),
+                    DpopError::ProofMalformed => {
+                        proof("The DPoP proof is malformed", "dpop_proof_malformed")
+                    }
+                    DpopError::ProofTyp => {
+                        proof("The DPoP proof type is not dpop+jwt", "dpop_proof_typ")
+                    }
+                    DpopError::ProofAlg => {
+                        proof("The DPoP proof algorithm is not allowed", "dpop_proof_alg")
+                    }
+                    DpopError::ProofKey => proof(
+                        "The DPoP proof key is not a usable public key",
+                        "dpop_proof_key",
+                    ),
+                    DpopError::ProofSignature => proof(
+                        "The DPoP proof signature is invalid",
+                        "dpop_proof_signature",
+                    ),
+                    DpopError::ProofJti => proof("The DPoP proof jti is invalid", "dpop_proof_jti"),
+                    DpopError::ProofHtm => proof(
+                        "The DPoP proof htm does not match the request",
+                        "dpop_proof_htm",
+                    ),
+                    DpopError::ProofHtu => proof(
+                        "The DPoP proof htu does not match the request",
+                        "dpop_proof_htu",
+                    ),
+                    DpopError::ProofIat => {
+                        proof("The DPoP proof is too old or too new", "dpop_proof_iat")
+                    }
+                    DpopError::ProofAth => proof(
+                        "The DPoP proof ath does not match the access token",
+                        "dpop_proof_ath",
+                    ),
+                    DpopError::ProofReplayed => {
+                        proof("The DPoP proof was already used", "dpop_proof_replayed")
+                    }
+                    DpopError::UseNonce => s(
+                        401,
+                        Some("use_dpop_nonce"),
+                        "Resource server requires nonce in DPoP proof",
+                        true,
+                        "dpop_nonce_required",
+                    ),
+                    DpopError::ReplayCacheFull => s(
+                        503,
+                        None,
+                        "DPoP proofs cannot be checked for replay right now",
+                        false,
+                        "dpop_replay_cache_full",
+                    ),
+                    DpopError::ReplayStoreUnavailable => s(
+                        503,
+                        None,
+                        "DPoP proofs cannot be checked for replay right now",
+                        false,
+                        "dpop_replay_store_unavailable",
+                    ),
+                    DpopError::TokenUnbound => invalid(
+                        "The access token is not bound to a DPoP key",
+                        "dpop_token_unbound",
+                    ),
+                    DpopError::KeyMismatch => invalid(
+                        "The access token is bound to another key than the DPoP proof",
+                        "dpop_key_mismatch",
+                    ),
+                    DpopError::BearerDowngrade => invalid(
+                        "The access token is DPoP-bound and must be sent with the DPoP scheme",
+                        "dpop_bearer_downgrade",
+                    ),
+                    DpopError::Required => invalid(
+                        "This resource accepts only DPoP-bound access tokens",
+                        "dpop_required",
+                    ),
+                }
+            }
             DenyReason::Internal => s(500, None, "Authorization failed", false, "internal"),
             DenyReason::Undecodable => s(
                 400,
@@ -296,6 +386,21 @@ impl DenyReason {
 pub struct ChallengeTarget {
     pub realm: String,
     pub resource_metadata: String,
+    /// Set when the resource takes DPoP (mode `allowed` or `required`).
+    pub dpop: Option<DpopChallenge>,
+}
+
+/// The `DPoP` challenge of a resource that takes DPoP (RFC 9449 §7.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DpopChallenge {
+    /// `algs`: the proof algorithms, space-separated.
+    pub algs: String,
+    /// Mode `allowed`: the `Bearer` challenge is sent beside it.
+    pub bearer_too: bool,
+    /// The request used the `DPoP` scheme: its errors go on the `DPoP` challenge.
+    pub request_used_dpop: bool,
+    /// A fresh server nonce, sent as `DPoP-Nonce` (RFC 9449 §9).
+    pub nonce: Option<String>,
 }
 
 /// A rendered denial.
@@ -318,12 +423,25 @@ pub fn render(
     if shape.challenge
         && let Some(t) = target
     {
-        headers.push(("www-authenticate", www_authenticate(&shape, t, scope)));
+        headers.push((
+            "www-authenticate",
+            www_authenticate(reason, &shape, t, scope),
+        ));
+    }
+    let nonce = target.and_then(|t| t.dpop.as_ref()?.nonce.as_deref());
+    if let Some(n) = nonce {
+        headers.push(("dpop-nonce", n.to_owned()));
     }
     headers.push(("content-type", "application/json".into()));
     headers.push(("cache-control", "no-store".into()));
-    // Browser-based MCP clients must be able to read the challenge (MCP Inspector).
-    headers.push(("access-control-expose-headers", "WWW-Authenticate".into()));
+    // Browser-based MCP clients must be able to read the challenge (MCP Inspector), and the
+    // nonce they must put in their next proof.
+    let expose = if nonce.is_some() {
+        "WWW-Authenticate, DPoP-Nonce"
+    } else {
+        "WWW-Authenticate"
+    };
+    headers.push(("access-control-expose-headers", expose.into()));
     if shape.status == 503 {
         headers.push(("retry-after", RETRY_AFTER_SECONDS.to_string()));
     }
@@ -356,256 +474,49 @@ fn json_error(status: u16) -> &'static str {
     }
 }
 
-/// RFC 6750 §3 + RFC 9728 §5.1 challenge.
-fn www_authenticate(shape: &DenyShape, t: &ChallengeTarget, scope: Option<&str>) -> String {
-    let mut v = format!("Bearer realm=\"{}\"", t.realm);
-    if let Some(e) = shape.error {
-        v.push_str(&format!(
-            ", error=\"{e}\", error_description=\"{}\"",
-            shape.description
-        ));
+/// RFC 6750 §3 + RFC 9728 §5.1 challenge; for a resource that takes DPoP, RFC 9449 §7.1's
+/// `DPoP` challenge (with `algs`), alone (mode `required`) or after the `Bearer` one (mode
+/// `allowed`), each with `realm` and `resource_metadata`. The error goes on the challenge of
+/// the scheme it concerns: DPoP denials and denials of DPoP requests on `DPoP`, the rest on
+/// `Bearer`.
+///
+/// Both challenges travel in one header value, comma-separated (RFC 9110 §11.6.1): Envoy's
+/// denied-response headers are set with overwrite, so a second `WWW-Authenticate` would
+/// replace the first, and fetch-based clients join repeated values the same way anyway.
+/// `Bearer` comes first so clients that read only a leading `Bearer` challenge (the MCP
+/// TypeScript SDK) still find `resource_metadata`.
+fn www_authenticate(
+    reason: DenyReason,
+    shape: &DenyShape,
+    t: &ChallengeTarget,
+    scope: Option<&str>,
+) -> String {
+    let params = |with_error: bool| {
+        let mut v = format!("realm=\"{}\"", t.realm);
+        if let Some(e) = shape.error.filter(|_| with_error) {
+            v.push_str(&format!(
+                ", error=\"{e}\", error_description=\"{}\"",
+                shape.description
+            ));
+        }
+        if let Some(s) = scope.filter(|s| !s.is_empty()) {
+            v.push_str(&format!(", scope=\"{s}\""));
+        }
+        v.push_str(&format!(", resource_metadata=\"{}\"", t.resource_metadata));
+        v
+    };
+    let Some(d) = &t.dpop else {
+        return format!("Bearer {}", params(true));
+    };
+    let dpop_side = d.request_used_dpop || matches!(reason, DenyReason::Dpop(_));
+    let dpop = format!("DPoP algs=\"{}\", {}", d.algs, params(dpop_side));
+    if d.bearer_too {
+        format!("Bearer {}, {dpop}", params(!dpop_side))
+    } else {
+        dpop
     }
-    if let Some(s) = scope.filter(|s| !s.is_empty()) {
-        v.push_str(&format!(", scope=\"{s}\""));
-    }
-    v.push_str(&format!(", resource_metadata=\"{}\"", t.resource_metadata));
-    v
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::normalize::UriError;
-
-    fn target() -> ChallengeTarget {
-        ChallengeTarget {
-            realm: "MCP Server".into(),
-            resource_metadata: "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
-                .into(),
-        }
-    }
-
-    fn header<'a>(r: &'a DenyResponse, name: &str) -> Option<&'a str> {
-        r.headers
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    #[test]
-    fn no_credentials_has_no_error_code() {
-        let r = render(
-            DenyReason::NoCredentials,
-            Some(&target()),
-            Some("files:list"),
-        );
-        assert_eq!(r.status, 401);
-        assert_eq!(
-            header(&r, "www-authenticate"),
-            Some(
-                "Bearer realm=\"MCP Server\", scope=\"files:list\", resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/mcp\""
-            )
-        );
-        assert_eq!(
-            r.body,
-            r#"{"error":"unauthorized","message":"Authentication required. Use OAuth 2.0 with the authorization server listed in the Protected Resource Metadata."}"#
-        );
-        assert_eq!(
-            header(&r, "access-control-expose-headers"),
-            Some("WWW-Authenticate")
-        );
-    }
-
-    #[test]
-    fn insufficient_scope_names_scopes() {
-        let r = render(
-            DenyReason::InsufficientScope,
-            Some(&target()),
-            Some("files:list files:read"),
-        );
-        assert_eq!(r.status, 403);
-        let h = header(&r, "www-authenticate").unwrap();
-        assert!(h.contains("error=\"insufficient_scope\""), "{h}");
-        assert!(h.contains("scope=\"files:list files:read\""), "{h}");
-        let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
-        assert_eq!(body["scope"], "files:list files:read");
-    }
-
-    #[test]
-    fn policy_and_503_have_no_challenge() {
-        for reason in [
-            DenyReason::NoRoute,
-            DenyReason::BadPath,
-            DenyReason::Token(TokenError::NoKeys),
-        ] {
-            let r = render(reason, Some(&target()), None);
-            assert_eq!(header(&r, "www-authenticate"), None, "{reason:?}");
-        }
-        let r = render(DenyReason::Token(TokenError::NoKeys), Some(&target()), None);
-        assert_eq!(r.status, 503);
-        assert_eq!(header(&r, "retry-after"), Some("30"));
-    }
-
-    #[test]
-    fn descriptions_use_rfc6750_charset() {
-        let all = every_reason();
-        let mut labels = std::collections::BTreeSet::new();
-        for r in all {
-            let s = r.shape();
-            assert!(
-                s.description.bytes().all(|b| b == 0x20
-                    || b == 0x21
-                    || (0x23..=0x5b).contains(&b)
-                    || (0x5d..=0x7e).contains(&b)),
-                "{r:?}"
-            );
-            assert!(labels.insert(s.label), "duplicate label {}", s.label);
-            if s.status == 401 && r != DenyReason::NoCredentials {
-                assert_eq!(s.error, Some("invalid_token"));
-            }
-        }
-    }
-
-    /// One of each reason. The `match` lists every variant without a wildcard, so a new reason
-    /// (or a new body or token error) does not compile until it is added here, and so to the
-    /// README check below.
-    fn every_reason() -> Vec<DenyReason> {
-        let all = vec![
-            DenyReason::NoCredentials,
-            DenyReason::MalformedCredentials,
-            DenyReason::TokenInQuery,
-            DenyReason::TokenInactive,
-            DenyReason::IntrospectionUnavailable,
-            DenyReason::InsufficientScope,
-            DenyReason::NoRoute,
-            DenyReason::UnknownResource,
-            DenyReason::BadPath,
-            DenyReason::UnsupportedEncoding,
-            DenyReason::UnknownSession,
-            DenyReason::Internal,
-            DenyReason::Undecodable,
-            DenyReason::Token(TokenError::Malformed),
-            DenyReason::Token(TokenError::TooLong),
-            DenyReason::Token(TokenError::UnknownIssuer),
-            DenyReason::Token(TokenError::DisallowedAlg),
-            DenyReason::Token(TokenError::UnknownKid),
-            DenyReason::Token(TokenError::BadSignature),
-            DenyReason::Token(TokenError::MissingExp),
-            DenyReason::Token(TokenError::Expired),
-            DenyReason::Token(TokenError::NotYetValid),
-            DenyReason::Token(TokenError::WrongAudience),
-            DenyReason::Token(TokenError::NotAccessToken),
-            DenyReason::Token(TokenError::NoKeys),
-            DenyReason::Body(BodyError::Missing),
-            DenyReason::Body(BodyError::TooLarge),
-            DenyReason::Body(BodyError::NotJsonRpc),
-            DenyReason::Body(BodyError::DuplicateKey),
-            DenyReason::Body(BodyError::TooDeep),
-            DenyReason::Body(BodyError::BadBatch),
-            DenyReason::Body(BodyError::BadHeader),
-            DenyReason::Body(BodyError::HeaderMismatch),
-            DenyReason::Body(BodyError::TooManyMembers),
-            DenyReason::McpDenied(McpDenial::Method),
-            DenyReason::McpDenied(McpDenial::Tool),
-            DenyReason::McpDenied(McpDenial::Resource),
-            DenyReason::McpDenied(McpDenial::Prompt),
-            DenyReason::McpDenied(McpDenial::BadUri(UriError::DotSegment)),
-            DenyReason::Destination(DestinationError::Mismatch),
-            DenyReason::Destination(DestinationError::Unauthenticated),
-        ];
-        for r in &all {
-            match r {
-                DenyReason::NoCredentials
-                | DenyReason::MalformedCredentials
-                | DenyReason::TokenInQuery
-                | DenyReason::TokenInactive
-                | DenyReason::IntrospectionUnavailable
-                | DenyReason::InsufficientScope
-                | DenyReason::NoRoute
-                | DenyReason::UnknownResource
-                | DenyReason::BadPath
-                | DenyReason::UnsupportedEncoding
-                | DenyReason::UnknownSession
-                | DenyReason::Internal
-                | DenyReason::Undecodable => {}
-                DenyReason::Token(
-                    TokenError::Malformed
-                    | TokenError::TooLong
-                    | TokenError::UnknownIssuer
-                    | TokenError::DisallowedAlg
-                    | TokenError::UnknownKid
-                    | TokenError::BadSignature
-                    | TokenError::MissingExp
-                    | TokenError::Expired
-                    | TokenError::NotYetValid
-                    | TokenError::WrongAudience
-                    | TokenError::NotAccessToken
-                    | TokenError::NoKeys,
-                ) => {}
-                DenyReason::Body(
-                    BodyError::Missing
-                    | BodyError::TooLarge
-                    | BodyError::NotJsonRpc
-                    | BodyError::DuplicateKey
-                    | BodyError::TooDeep
-                    | BodyError::BadBatch
-                    | BodyError::BadHeader
-                    | BodyError::HeaderMismatch
-                    | BodyError::TooManyMembers,
-                ) => {}
-                // Every `UriError` shares one response; one stands for all.
-                DenyReason::McpDenied(
-                    McpDenial::Method
-                    | McpDenial::Tool
-                    | McpDenial::Resource
-                    | McpDenial::Prompt
-                    | McpDenial::BadUri(_),
-                ) => {}
-                DenyReason::Destination(
-                    DestinationError::Mismatch | DestinationError::Unauthenticated,
-                ) => {}
-            }
-        }
-        all
-    }
-
-    /// The README's decision matrix names every reason's label with its status (item 4 of
-    /// issue 11: the matrix must say exactly what is refused).
-    #[test]
-    fn every_reason_is_in_the_readme_matrix() {
-        let readme = include_str!("../README.md");
-        let start = readme.find("## Decision matrix").expect("matrix section");
-        let end = start + readme[start..].find("\n### ").expect("next section");
-        let matrix = &readme[start..end];
-        for r in every_reason() {
-            let s = r.shape();
-            let label = format!("`{}`", s.label);
-            let row = matrix
-                .lines()
-                .find(|l| l.starts_with('|') && l.contains(&label))
-                .unwrap_or_else(|| panic!("{label} ({r:?}) is not in the README decision matrix"));
-            let cells: Vec<&str> = row.split(" | ").collect();
-            assert!(
-                cells
-                    .get(1)
-                    .is_some_and(|c| c.starts_with(&s.status.to_string())),
-                "{label}: README says {:?}, the code {}",
-                cells.get(1),
-                s.status
-            );
-            if let Some(error) = s.error {
-                assert!(
-                    row.contains(&format!("error=\"{error}\"")),
-                    "{label}: {row}"
-                );
-            } else if s.challenge {
-                assert!(row.contains("no `error`"), "{label}: {row}");
-            } else {
-                assert!(
-                    cells.get(2).is_some_and(|c| c.starts_with('—')),
-                    "{label} has no challenge: {row}"
-                );
-            }
-        }
-    }
-}
+#[path = "challenge_tests.rs"]
+mod tests;

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::cache::TokenCache;
-use crate::challenge::{ChallengeTarget, DenyReason};
-use crate::config::{Config, IdentityHeaders, IntrospectMode, Resource, StepUpStrategy};
+use crate::challenge::{ChallengeTarget, DenyReason, DpopChallenge};
+use crate::config::{Config, DpopMode, IdentityHeaders, IntrospectMode, Resource, StepUpStrategy};
+use crate::dpop::Dpop;
 use crate::introspect::{self, Introspector, Refusal};
 use crate::jwks::JwksManager;
 use crate::normalize;
@@ -114,6 +115,9 @@ pub struct Authorizer {
     pub cache: TokenCache,
     /// RFC 7662 introspection (opaque tokens, `introspect: always`).
     pub introspect: Introspector,
+    /// DPoP replay protection (RFC 9449 §11.1): a cache per resource on this replica, and the
+    /// shared stores resources name.
+    pub dpop: Dpop,
 }
 
 impl Authorizer {
@@ -127,8 +131,8 @@ impl Authorizer {
     ///
     /// The steps, in order, each a function returning its result or the answer reached
     /// early (a denial, or a public route's allow): path, resource, destination, route
-    /// (`check/request.rs`), credentials (`check/route.rs`), token (here), body and MCP rules,
-    /// scopes, session (`check/route.rs`).
+    /// (`check/request.rs`), credentials and DPoP proof (`check/route.rs`), token (here), DPoP
+    /// binding and replay, body and MCP rules, scopes, session (`check/route.rs`).
     pub async fn decide_traced(&self, input: &CheckInput, now: u64, trace: &mut Trace) -> Decision {
         // Before the configuration: see `TokenCache::epoch` (a reload must not be outlived).
         let epoch = self.cache.epoch();
@@ -152,9 +156,13 @@ impl Authorizer {
         let resource = step_resource(config, input, &host, &path, trace)?;
         step_destination(config, input, resource, trace)?;
         let route = step_route(resource, input, &method, &host, &path, trace)?;
-        let token = route.step_credentials(input, trace)?;
+        let credentials = route.step_credentials(input, trace)?;
+        let proof = route.step_proof(&self.dpop, input, &path, credentials, now, trace)?;
         let principal = self
-            .step_token(&route, config, token, now, epoch, trace)
+            .step_token(&route, config, credentials.1, now, epoch, trace)
+            .await?;
+        route
+            .step_binding(&self.dpop, &principal, proof.as_ref(), now, trace)
             .await?;
         let (required, inspection) = route.step_body(config, input, &method, &principal, trace)?;
         route.step_scopes(&principal, &required, inspection, trace)?;
@@ -286,6 +294,12 @@ fn target(r: &Resource) -> ChallengeTarget {
     ChallengeTarget {
         realm: r.realm.clone(),
         resource_metadata: r.prm_url.clone(),
+        dpop: (r.dpop.mode != DpopMode::Off).then(|| DpopChallenge {
+            algs: r.dpop.algs(),
+            bearer_too: r.dpop.mode == DpopMode::Allowed,
+            request_used_dpop: false,
+            nonce: None,
+        }),
     }
 }
 

@@ -5,9 +5,32 @@
 
 use crate::challenge::DenyReason;
 
+/// The authorization scheme a token was presented with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// RFC 6750 §2.1.
+    Bearer,
+    /// RFC 9449 §7.1: `Authorization: DPoP <token>` with a `DPoP` proof header.
+    Dpop,
+}
+
 /// RFC 6750 §2.1: `Authorization: Bearer <b64token>`, scheme case-insensitive; §2.3 query
 /// tokens are refused outright (MCP authorization, "Token Requirements").
 pub fn bearer_token<'a>(path: &str, authorization: Option<&'a str>) -> Result<&'a str, DenyReason> {
+    match access_token(path, authorization, false)? {
+        (Scheme::Bearer, t) => Ok(t),
+        (Scheme::Dpop, _) => Err(DenyReason::NoCredentials),
+    }
+}
+
+/// [`bearer_token`], and with `dpop` also `Authorization: DPoP <token>` (RFC 9449 §7.1: the
+/// same token68 syntax, scheme case-insensitive). Without `dpop` the `DPoP` scheme is one this
+/// resource does not take: no credentials, as `Basic` is.
+pub fn access_token<'a>(
+    path: &str,
+    authorization: Option<&'a str>,
+    dpop: bool,
+) -> Result<(Scheme, &'a str), DenyReason> {
     if query_has_access_token(path) {
         return Err(DenyReason::TokenInQuery);
     }
@@ -20,14 +43,18 @@ pub fn bearer_token<'a>(path: &str, authorization: Option<&'a str>) -> Result<&'
         return Err(DenyReason::MalformedCredentials);
     }
     let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        Scheme::Bearer
+    } else if dpop && scheme.eq_ignore_ascii_case("dpop") {
+        Scheme::Dpop
+    } else {
         return Err(DenyReason::NoCredentials);
-    }
+    };
     let token = rest.trim_start_matches(' ');
     if token.is_empty() || !is_b64token(token) {
         return Err(DenyReason::MalformedCredentials);
     }
-    Ok(token)
+    Ok((scheme, token))
 }
 
 /// b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="  (RFC 6750 §2.1)

@@ -52,7 +52,8 @@ pub async fn run(config: Config, req: Request, now: u64) -> anyhow::Result<(Stri
         config: ArcSwap::from_pointee(config),
         jwks: jwks.clone(),
         cache: TokenCache::new(0, metrics.clone()),
-        introspect: crate::introspect::Introspector::new(metrics),
+        introspect: crate::introspect::Introspector::new(metrics.clone()),
+        dpop: crate::dpop::Dpop::new(metrics),
     };
     let mut headers: HashMap<String, String> = HashMap::new();
     for (k, v) in &req.headers {
@@ -61,7 +62,13 @@ pub async fn run(config: Config, req: Request, now: u64) -> anyhow::Result<(Stri
     let mut trace = Trace::on();
     match (&req.token, &req.claims) {
         (Some(t), _) => {
-            headers.insert("authorization".into(), format!("Bearer {t}"));
+            // With a `DPoP` proof header given, the token goes with the DPoP scheme (RFC 9449).
+            let scheme = if headers.contains_key("dpop") {
+                "DPoP"
+            } else {
+                "Bearer"
+            };
+            headers.insert("authorization".into(), format!("{scheme} {t}"));
         }
         (None, Some(c)) => {
             // A syntactically valid stand-in; the claims document is checked instead.
@@ -100,6 +107,25 @@ pub async fn run(config: Config, req: Request, now: u64) -> anyhow::Result<(Stri
         )?;
     }
     if let Some(r) = explained_resource(&authorizer, &decision) {
+        if r.dpop.mode != crate::config::DpopMode::Off {
+            writeln!(
+                out,
+                "dpop: mode {}, algs {}, iat window {} s, replay store {}, nonces {}",
+                r.dpop.mode.as_str(),
+                r.dpop.algs(),
+                r.dpop.iat_window_seconds,
+                if r.dpop.replay_store.is_some() {
+                    "shared"
+                } else {
+                    "local only"
+                },
+                if r.dpop.nonce.is_some() {
+                    "required"
+                } else {
+                    "off"
+                },
+            )?;
+        }
         for i in r.issuers.iter() {
             if let Some(s) = &i.introspection {
                 let d = crate::introspect::describe(s);

@@ -11,6 +11,7 @@ pub mod check;
 pub mod config;
 pub mod credentials;
 pub mod doctor;
+pub mod dpop;
 pub mod explain;
 pub mod extproc;
 pub mod fetch_url;

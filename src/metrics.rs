@@ -41,6 +41,8 @@ struct Inner {
     token_cache_entries: IntGauge,
     config_last_reload_ok: IntGauge,
     introspection: Introspection,
+    dpop_proofs: IntCounterVec,
+    dpop_handles: papaya::HashMap<&'static str, prometheus::IntCounter>,
 }
 
 /// RFC 7662 introspection: calls by issuer and result, their latency, and cache lookups.
@@ -216,6 +218,11 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
         let introspection = Introspection::new();
+        let dpop_proofs = counter(
+            "mcp_authz_dpop_proofs_total",
+            "DPoP proofs (RFC 9449) by result: ok, or the denial label they caused.",
+            &["result"],
+        );
         let mut collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(checks.clone()),
             Box::new(check_seconds.clone()),
@@ -232,6 +239,7 @@ impl Metrics {
             Box::new(token_cache_entries.clone()),
             Box::new(token_cache_evictions.clone()),
             Box::new(config_last_reload_ok.clone()),
+            Box::new(dpop_proofs.clone()),
             Box::new(build_info),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
@@ -267,6 +275,8 @@ impl Metrics {
             token_cache_entries,
             config_last_reload_ok,
             introspection,
+            dpop_proofs,
+            dpop_handles: papaya::HashMap::new(),
         }))
     }
 
@@ -386,6 +396,16 @@ impl Metrics {
         if ok {
             self.0.config_last_reload.set(unix_now());
         }
+    }
+
+    /// One DPoP proof's outcome (`ok`, or the denial label it caused).
+    pub fn dpop_proof(&self, result: &'static str) {
+        let inner = &self.0;
+        inner
+            .dpop_handles
+            .pin()
+            .get_or_insert_with(result, || inner.dpop_proofs.with_label_values(&[result]))
+            .inc();
     }
 
     pub fn body_inspection(&self, result: &'static str) {

@@ -14,4 +14,8 @@ pub struct Principal {
     pub scopes: Scopes,
     /// `exp`, seconds since the epoch.
     pub expires_at: u64,
+    /// RFC 9449 §6: the SHA-256 thumbprint of the key the token is bound to (`cnf.jkt`, in
+    /// the JWT or the introspection answer). A bound token is accepted only with a DPoP proof
+    /// signed by that key.
+    pub cnf_jkt: Option<String>,
 }

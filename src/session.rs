@@ -129,6 +129,7 @@ mod tests {
             client_id: client.map(str::to_owned),
             scopes: Scopes::parse_space("files:list"),
             expires_at: 0,
+            cnf_jkt: None,
         }
     }
 

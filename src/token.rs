@@ -103,6 +103,9 @@ struct Claims {
     /// Amazon Cognito: `access` or `id`.
     #[serde(default)]
     token_use: Option<Value>,
+    /// RFC 7800 confirmation: `jkt` binds the token to a DPoP key (RFC 9449 §6.1).
+    #[serde(default)]
+    cnf: Option<Value>,
 }
 
 /// What a token-kind claim may say for an access token (ASCII case-insensitive, exact: no
@@ -121,8 +124,10 @@ const ACCESS_TOKEN_KINDS: &[&str] = &[
 /// issuer and often the same audience (Casdoor, Keycloak), so every claim an IAM uses to say
 /// what a token is must, when present, say "access token" — a string from
 /// [`ACCESS_TOKEN_KINDS`]; any other value, or another JSON type (array, number, object),
-/// is refused. (`null` is absent: serde reads it as `None`.)
+/// is refused. (`null` is absent: serde reads it as `None`.) A token bound to a DPoP key may
+/// also say `DPoP` (RFC 9449 §6.2: the introspection `token_type` of a bound token).
 fn check_kind(c: &Claims) -> Result<(), TokenError> {
+    let bound = matches!(&c.cnf, Some(Value::Object(o)) if o.contains_key("jkt"));
     let claims = [
         &c.token_type,
         &c.token_type_upper,
@@ -131,9 +136,10 @@ fn check_kind(c: &Claims) -> Result<(), TokenError> {
         &c.token_use,
     ];
     for v in claims.into_iter().flatten() {
-        let ok = v
-            .as_str()
-            .is_some_and(|s| ACCESS_TOKEN_KINDS.iter().any(|k| s.eq_ignore_ascii_case(k)));
+        let ok = v.as_str().is_some_and(|s| {
+            ACCESS_TOKEN_KINDS.iter().any(|k| s.eq_ignore_ascii_case(k))
+                || (bound && s.eq_ignore_ascii_case("dpop"))
+        });
         if !ok {
             return Err(TokenError::NotAccessToken);
         }
@@ -404,13 +410,37 @@ fn check_claims(
     let client_id = trace.check("client id", client_id(c, trusted), |id| {
         id.as_deref().unwrap_or("(none)").to_owned()
     })?;
+    let cnf_jkt = trace.check("confirmation", confirmation(c.cnf.as_ref()), |j| match j {
+        Some(_) => "bound to a DPoP key (cnf.jkt)".to_owned(),
+        None => "none: a bearer token".to_owned(),
+    })?;
     Ok(Principal {
         issuer: trusted.issuer.clone(),
         subject: c.sub.clone(),
         client_id,
         scopes,
         expires_at: exp.max(0.0) as u64,
+        cnf_jkt,
     })
+}
+
+/// RFC 7800 §3.1 `cnf`: absent, or an object whose only confirmation method is RFC 9449 §6.1
+/// `jkt` (a base64url SHA-256 thumbprint, 43 characters). Another method (RFC 8705
+/// `x5t#S256`: mutual TLS) cannot be checked here, and a sender-constrained token must not be
+/// taken from whoever merely holds it: refused.
+fn confirmation(cnf: Option<&Value>) -> Result<Option<String>, TokenError> {
+    let obj = match cnf {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(o)) => o,
+        Some(_) => return Err(TokenError::Malformed),
+    };
+    if obj.keys().any(|k| k != "jkt") {
+        return Err(TokenError::NotAccessToken);
+    }
+    match obj.get("jkt") {
+        Some(Value::String(j)) if j.len() == 43 => Ok(Some(j.clone())),
+        _ => Err(TokenError::Malformed),
+    }
 }
 
 /// The union of the scopes in the claims the issuer's `scope_claims` names, each parsed by

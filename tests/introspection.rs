@@ -145,10 +145,11 @@ async fn active_answers_are_judged_like_jwt_claims() {
             json!({"token_type": "refresh_token"}),
             "token_not_access_token",
         ),
+        // A DPoP-bound token presented as a bearer token (RFC 9449 §7.2; tests/dpop.rs).
         (
             "cnf",
             json!({"cnf": {"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}}),
-            "token_not_access_token",
+            "dpop_bearer_downgrade",
         ),
     ];
     for (name, patch, reason) in cases {

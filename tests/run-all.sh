@@ -36,6 +36,15 @@ fi
 command -v promtool >/dev/null && command -v prometheus >/dev/null \
   || { echo "promtool/prometheus missing after installing the prometheus package" >&2; exit 1; }
 
+step "tools: redis-server (Debian package, for tests/dpop_redis.rs: the shared DPoP replay store)"
+if ! command -v redis-server >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  { apt-get update -qq && apt-get install -y -qq --no-install-recommends redis-server; } \
+    || { echo "cannot install redis-server: apt-get install -y --no-install-recommends redis-server" >&2; exit 1; }
+fi
+command -v redis-server >/dev/null \
+  || { echo "redis-server missing after installing the redis-server package" >&2; exit 1; }
+
 step "tools: deployment validators (kubernetes-validate, yamllint, @kubernetes-models for tests/deploy.rs)"
 [ -x .venv/bin/kubernetes-validate ] \
   || { echo "kubernetes-validate missing after installing tests/requirements.txt" >&2; exit 1; }

@@ -105,7 +105,7 @@ def find_node() -> str:
     node = shutil.which("node")
     if not node:
         raise StackError("node is not on PATH (Node 20 is needed for as.mjs and mcp-server.mjs)")
-    for pkg in ("oidc-provider", "@modelcontextprotocol/sdk"):
+    for pkg in ("oidc-provider", "@modelcontextprotocol/sdk", "dpop"):
         if not (E2E_DIR / "node_modules" / pkg / "package.json").is_file():
             raise StackError(f"{E2E_DIR}/node_modules/{pkg} is missing: run `npm ci` in {E2E_DIR}")
     return node

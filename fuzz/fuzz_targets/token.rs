@@ -10,7 +10,7 @@
 //!   validation must agree with an independent reading of the JSON (the `alg` the key signs
 //!   as, no `crit`, exact issuer, audience, `exp`/`nbf`/`iat` within the leeway, the scope
 //!   claims `scope`/`scp` — the issuer's default `scope_claims` — well-formed scope lists, the
-//!   client id claims `client_id`/`azp` strings).
+//!   client id claims `client_id`/`azp` strings, `cnf` absent or only a `jkt` thumbprint).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -68,6 +68,16 @@ fn claims_acceptable(
         if !matches!(c.get(claim), None | Some(Value::Null | Value::String(_))) {
             return Err(format!("{claim} {:?}", c.get(claim)));
         }
+    }
+    // RFC 7800 / RFC 9449 §6.1: `cnf` absent, or exactly `{"jkt": <43-character thumbprint>}`.
+    match c.get("cnf") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(o))
+            if o.len() == 1
+                && o.get("jkt")
+                    .and_then(Value::as_str)
+                    .is_some_and(|j| j.len() == 43) => {}
+        Some(other) => return Err(format!("cnf {other}")),
     }
     Ok(())
 }

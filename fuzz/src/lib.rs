@@ -328,7 +328,8 @@ resources:
         config: ArcSwap::from_pointee(config.clone()),
         jwks: jwks.clone(),
         cache: TokenCache::new(256, metrics.clone()),
-        introspect: mcp_authz::introspect::Introspector::new(metrics),
+        introspect: mcp_authz::introspect::Introspector::new(metrics.clone()),
+        dpop: mcp_authz::dpop::Dpop::new(metrics),
     };
     Fixture {
         runtime,

@@ -177,6 +177,7 @@ pub(super) fn step_route<'c>(
                 baseline: scopes,
                 mcp,
                 introspect,
+                used_dpop: std::sync::atomic::AtomicBool::new(false),
             })
         }
     }

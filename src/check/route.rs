@@ -2,11 +2,13 @@
 //! session, each denying with the route's resource and name.
 
 use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{CheckInput, Decision, Denied, step_up_scope, target};
 use crate::challenge::DenyReason;
-use crate::config::{Config, IntrospectMode, McpRules, Resource, expand_scopes};
-use crate::credentials::bearer_token;
+use crate::config::{Config, DpopMode, IntrospectMode, McpRules, Resource, expand_scopes};
+use crate::credentials::{Scheme, access_token};
+use crate::dpop::{self, Dpop, Expected, VerifiedProof};
 use crate::introspect::Refusal;
 use crate::mcp::{self, BodyError, Call};
 use crate::policy;
@@ -24,6 +26,9 @@ pub(super) struct Matched<'c> {
     pub(super) mcp: Option<&'c McpRules>,
     /// Which tokens are introspected on this route.
     pub(super) introspect: IntrospectMode,
+    /// The request presented its token with the `DPoP` scheme (set by the credentials step):
+    /// challenges then carry their error on the `DPoP` challenge.
+    pub(super) used_dpop: AtomicBool,
 }
 
 impl Matched<'_> {
@@ -34,11 +39,28 @@ impl Matched<'_> {
         principal: Option<Principal>,
         inspection: Option<&'static str>,
     ) -> ControlFlow<Decision, T> {
+        self.deny_with_nonce(reason, scope, principal, inspection, None)
+    }
+
+    /// [`Matched::deny`], with a fresh DPoP nonce for the client (RFC 9449 §9).
+    fn deny_with_nonce<T>(
+        &self,
+        reason: DenyReason,
+        scope: Option<String>,
+        principal: Option<Principal>,
+        inspection: Option<&'static str>,
+        nonce: Option<String>,
+    ) -> ControlFlow<Decision, T> {
+        let mut target = target(self.resource);
+        if let Some(d) = &mut target.dpop {
+            d.request_used_dpop = self.used_dpop.load(Ordering::Relaxed);
+            d.nonce = nonce;
+        }
         ControlFlow::Break(Decision::Deny(Denied {
             reason,
             resource: Some(self.resource.id.clone()),
             route: Some(self.name.to_owned()),
-            target: Some(target(self.resource)),
+            target: Some(target),
             scope,
             principal,
             inspection,
@@ -59,24 +81,108 @@ impl Matched<'_> {
         self.deny(reason, None, None, None)
     }
 
-    /// Credentials: one `Authorization: Bearer` token, never a query token.
+    /// Credentials: one `Authorization: Bearer` token (or `DPoP`, where the resource takes
+    /// it: RFC 9449 §7.1), never a query token.
     pub(super) fn step_credentials<'i>(
         &self,
         input: &'i CheckInput,
         trace: &mut Trace,
-    ) -> ControlFlow<Decision, &'i str> {
+    ) -> ControlFlow<Decision, (Scheme, &'i str)> {
+        let dpop = self.resource.dpop.mode != DpopMode::Off;
         match trace.check(
             "credentials",
-            bearer_token(&input.path, input.header("authorization")),
-            |t| format!("Bearer token, {} bytes", t.len()),
+            access_token(&input.path, input.header("authorization"), dpop),
+            |(s, t)| format!("{s:?} token, {} bytes", t.len()),
         ) {
-            Ok(t) => ControlFlow::Continue(t),
+            Ok((scheme, t)) => {
+                self.used_dpop
+                    .store(scheme == Scheme::Dpop, Ordering::Relaxed);
+                ControlFlow::Continue((scheme, t))
+            }
             Err(DenyReason::NoCredentials) => {
                 // MCP 2025-11-25: the 401 SHOULD name the scopes this request needs.
                 let scope = (!self.baseline.is_empty()).then(|| self.baseline.joined());
                 self.deny(DenyReason::NoCredentials, scope, None, None)
             }
             Err(reason) => self.deny(reason, None, None, None),
+        }
+    }
+
+    /// DPoP proof (RFC 9449 §4.3, §7.1): checked before the token, against the request as
+    /// the client addressed it (the resource URI's origin, the normalized path). `None` for
+    /// a `Bearer` request the resource takes.
+    pub(super) fn step_proof(
+        &self,
+        dpop: &Dpop,
+        input: &CheckInput,
+        path: &str,
+        (scheme, token): (Scheme, &str),
+        now: u64,
+        trace: &mut Trace,
+    ) -> ControlFlow<Decision, Option<VerifiedProof>> {
+        if self.resource.dpop.mode == DpopMode::Off {
+            return ControlFlow::Continue(None);
+        }
+        let origin = dpop::proof::origin(&self.resource.uri).unwrap_or_default();
+        let expected = Expected {
+            method: &input.method,
+            origin: &origin,
+            path,
+            token,
+            now,
+        };
+        let checked = dpop::check_proof(
+            self.resource,
+            scheme == Scheme::Dpop,
+            input.header("dpop"),
+            &expected,
+        );
+        match trace.check("dpop proof", checked, |p| match p {
+            Some(p) => format!("{} proof, key thumbprint {}", p.alg.as_str(), p.jkt),
+            None => "none: a Bearer request".to_owned(),
+        }) {
+            Ok(p) => ControlFlow::Continue(p),
+            Err(e) => {
+                if scheme == Scheme::Dpop {
+                    dpop.outcome(DenyReason::Dpop(e).shape().label);
+                }
+                let nonce = if e == dpop::DpopError::UseNonce {
+                    dpop::fresh_nonce(self.resource, now)
+                } else {
+                    None
+                };
+                self.deny_with_nonce(DenyReason::Dpop(e), None, None, None, nonce)
+            }
+        }
+    }
+
+    /// DPoP binding and replay (RFC 9449 §6, §7.2, §11.1): a bound token only with a proof
+    /// by its key, a proof only with a bound token, each proof accepted once.
+    pub(super) async fn step_binding(
+        &self,
+        dpop: &Dpop,
+        principal: &Principal,
+        proof: Option<&VerifiedProof>,
+        now: u64,
+        trace: &mut Trace,
+    ) -> ControlFlow<Decision> {
+        if proof.is_none() && principal.cnf_jkt.is_none() {
+            return ControlFlow::Continue(());
+        }
+        let bound = dpop
+            .bind(self.resource, principal.cnf_jkt.as_deref(), proof, now)
+            .await;
+        if proof.is_some() {
+            dpop.outcome(match bound {
+                Ok(()) => "ok",
+                Err(e) => DenyReason::Dpop(e).shape().label,
+            });
+        }
+        match trace.check("dpop binding", bound, |()| {
+            "cnf.jkt is the proof key; proof not seen before".to_owned()
+        }) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => self.deny(DenyReason::Dpop(e), None, None, None),
         }
     }
 

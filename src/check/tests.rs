@@ -65,6 +65,7 @@ fn identity_headers_set_or_removed_never_both() {
         client_id: None,
         scopes: Scopes::parse_space("a b"),
         expires_at: 0,
+        cnf_jkt: None,
     };
     let (set, remove) = upstream_headers(&id, Some(&p));
     assert_eq!(

@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+mod dpop;
 mod introspection;
 mod introspection_check;
 mod model;
@@ -16,6 +17,10 @@ mod resources;
 mod schema;
 mod validate;
 
+pub use dpop::{
+    DpopMode, DpopSettings, NonceKey, NonceMode, NonceSettings, RawDpop, RawReplayStore,
+    ReplayStoreSettings,
+};
 pub use introspection::{
     AuthMethod, ClientSecret, IntrospectMode, IntrospectionSettings, RawIntrospection,
 };

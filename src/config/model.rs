@@ -339,6 +339,8 @@ pub struct Resource {
     pub known_scopes: BTreeSet<String>,
     /// Which tokens are introspected on routes that do not say (`introspect:`).
     pub introspect: IntrospectMode,
+    /// DPoP-bound tokens (RFC 9449): off, allowed or required, and the proof rules.
+    pub dpop: super::DpopSettings,
 }
 
 #[derive(Debug, Clone)]

@@ -259,6 +259,7 @@ pub(super) fn validate_resource(
         Some(u) => Some(parse_host_port(&format!("{at}.upstream"), u)?),
         None => None,
     };
+    let dpop = super::dpop::validate_dpop(&format!("{at}.dpop"), r.dpop)?;
     let realm = r.realm.unwrap_or_else(|| r.uri.clone());
     if !realm
         .bytes()
@@ -287,6 +288,7 @@ pub(super) fn validate_resource(
         implications,
         step_up: r.step_up,
         introspect: r.introspect,
+        dpop,
         prm_url,
         prm_paths,
         known_scopes,

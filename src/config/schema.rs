@@ -428,6 +428,10 @@ pub struct RawResource {
     /// or `always` (JWTs too: revocation is seen). Routes may override it.
     #[serde(default)]
     pub introspect: IntrospectMode,
+    /// DPoP-bound tokens (RFC 9449): `mode` off (default), allowed or required, the proof
+    /// algorithms, the `iat` window and the replay cache size.
+    #[serde(default)]
+    pub dpop: Option<super::RawDpop>,
 }
 
 #[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //! literally `true`; then the same checks a verified JWT's claims pass (`token.rs`): `exp`
 //! (required here too, so a cached answer never outlives the token), `nbf`/`iat` with the
 //! issuer's leeway, `aud` naming this resource, every token-kind claim saying "access token"
-//! (`token_type` included), and the scopes from `scope`. `iss`, when present, must be the
+//! (`token_type` included), the scopes from `scope`, and `cnf` (only `jkt`, RFC 9449 §6.2). `iss`, when present, must be the
 //! issuer whose endpoint answered.
 
 use serde_json::{Map, Value};
@@ -52,11 +52,9 @@ pub fn judge(
         }
     }
     // A sender-constrained token (RFC 9449 §6.2 `cnf.jkt`, RFC 8705 `cnf.x5t#S256`) is not a
-    // bearer token: whoever merely holds it must not be allowed.
-    if claims.get("cnf").is_some_and(|v| !v.is_null()) {
-        trace.fail("introspection", &"the token is sender-constrained (cnf)");
-        return Err(Refusal::Token(TokenError::NotAccessToken));
-    }
+    // bearer token: `cnf.jkt` becomes the principal's binding, checked against the request's
+    // DPoP proof (`dpop::check_binding`); any other confirmation method is refused by the
+    // claims check (`token::confirmation`).
     let json = serde_json::to_vec(&claims).map_err(|_| Refusal::Token(TokenError::Malformed))?;
     let mut inner = Trace::off();
     let judged = token::check_claims_offline(&json, resource, now, &mut inner);

@@ -99,12 +99,28 @@ fn claims_are_judged_like_a_jwt() {
         run(active(json!({"token_type": "refresh_token"}))),
         tok(TokenError::NotAccessToken)
     );
+    // RFC 9449 §6.2: a bound token's `cnf.jkt` becomes the principal's binding (checked
+    // against the request's proof by `dpop::check_binding`); `token_type: DPoP` only with it.
+    const JKT: &str = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I";
+    let bound = run(active(json!({"token_type": "DPoP", "cnf": {"jkt": JKT}}))).unwrap();
+    assert_eq!(bound.cnf_jkt.as_deref(), Some(JKT));
+    assert_eq!(run(active(json!({}))).unwrap().cnf_jkt, None);
     assert_eq!(
-        run(active(json!({"token_type": "DPoP", "cnf": {"jkt": "x"}}))),
+        run(active(json!({"token_type": "DPoP"}))),
         tok(TokenError::NotAccessToken)
     );
     assert_eq!(
         run(active(json!({"cnf": {"jkt": "abc"}}))),
+        tok(TokenError::Malformed)
+    );
+    assert_eq!(run(active(json!({"cnf": "x"}))), tok(TokenError::Malformed));
+    // Mutual-TLS binding (RFC 8705) cannot be checked here: refused, as any other method.
+    assert_eq!(
+        run(active(json!({"cnf": {"x5t#S256": JKT}}))),
+        tok(TokenError::NotAccessToken)
+    );
+    assert_eq!(
+        run(active(json!({"cnf": {"jkt": JKT, "x5t#S256": JKT}}))),
         tok(TokenError::NotAccessToken)
     );
     assert_eq!(run(active(json!({"scope": 7}))), tok(TokenError::Malformed));

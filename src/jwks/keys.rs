@@ -295,6 +295,12 @@ pub fn parse_jwks(body: &[u8]) -> Result<(Vec<Key>, Skipped), String> {
     Ok((keys, skipped))
 }
 
+/// One JWK outside a key set (a DPoP proof's `jwk`, RFC 9449 §4.2): the same parsing, the
+/// same refusals (symmetric, encryption, weak RSA, unknown types and curves).
+pub fn parse_public_jwk(v: &Value) -> Result<Key, SkipReason> {
+    parse_jwk(v)
+}
+
 pub(super) fn parse_jwk(v: &Value) -> Result<Key, SkipReason> {
     let obj = v.as_object().ok_or(SkipReason::Malformed)?;
     let s = |name: &str| -> Result<Option<&str>, SkipReason> {

@@ -22,7 +22,7 @@ mod fetch;
 mod keys;
 
 pub use fetch::{cache_max_age, discovery_urls};
-pub use keys::{Key, KeyKind, KeySet, SkipReason, Skipped, parse_jwks};
+pub use keys::{Key, KeyKind, KeySet, SkipReason, Skipped, parse_jwks, parse_public_jwk};
 
 /// Why a key set could not be obtained. Load-time only: it never reaches a client.
 #[derive(Debug, thiserror::Error)]

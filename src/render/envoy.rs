@@ -207,8 +207,10 @@ pub fn envoy_bootstrap(config: &Config, opts: &EnvoyOptions) -> Result<String, R
 /// it (ExtAuthz.allowed_headers). `:method`, `:path` and `:authority` travel in the request
 /// attributes; Envoy adds `x-envoy-auth-partial-body` itself after this filtering; identity
 /// headers are set or removed by the allow response, so mcp-authz never needs to see them.
-const AUTHZ_REQUEST_HEADERS: [&str; 9] = [
+const AUTHZ_REQUEST_HEADERS: [&str; 10] = [
     "authorization",
+    // RFC 9449 §4.1: the proof of a DPoP-bound token (`dpop.rs`).
+    "dpop",
     // A content-encoded body is refused where the body is inspected (415): the MCP server's
     // HTTP stack would decompress what mcp-authz can only read as bytes.
     "content-encoding",

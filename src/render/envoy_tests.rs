@@ -156,6 +156,7 @@ fn bootstrap_has_the_hardening_and_filters() {
         allowed,
         [
             "authorization",
+            "dpop",
             "content-encoding",
             "mcp-method",
             "mcp-name",

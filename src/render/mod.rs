@@ -20,7 +20,7 @@ pub use envoy::{AUTHZ_CLUSTER, EnvoyOptions, envoy_bootstrap};
 
 pub(crate) const CORS_ALLOW_METHODS: &str = "GET, POST, DELETE, OPTIONS";
 /// Request headers MCP clients send (Streamable HTTP, 2025-06-18 .. 2026-07-28).
-pub(crate) const CORS_ALLOW_HEADERS: &str = "authorization, content-type, mcp-protocol-version, mcp-session-id, last-event-id, mcp-method, mcp-name";
+pub(crate) const CORS_ALLOW_HEADERS: &str = "authorization, content-type, mcp-protocol-version, mcp-session-id, last-event-id, mcp-method, mcp-name, dpop";
 /// Browser clients must read the challenge (RFC 9728 §5.1 `resource_metadata`) and the session.
 pub(crate) const CORS_EXPOSE_HEADERS: &str = "WWW-Authenticate, Mcp-Session-Id";
 pub(crate) const CORS_MAX_AGE: &str = "86400";

@@ -5,6 +5,7 @@
 //   node as.mjs --port P [--issuer URL] --resource URI [--resource URI ...]
 //               [--scopes "files:read files:write files:list"] [--default-resource URI|none]
 //               [--access-token-ttl SECONDS] [--access-token-format jwt|opaque] [--proxy]
+//               [--dpop]
 //
 // --port 0 picks a free port; the ready line tells which one.
 // Prints exactly one line to stdout when listening:
@@ -28,6 +29,9 @@
 //   allowed the resource scopes.
 // - Static confidential client for the resource server's introspection calls (RFC 7662 §2.1):
 //   mcp-authz-rs / mcp-authz-rs-secret (client_secret_basic).
+// - --dpop: RFC 9449 DPoP at the token endpoint (oidc-provider's `features.dPoP`): a token
+//   request with a `DPoP` proof gets a DPoP-bound token (`token_type: DPoP`, `cnf.jkt` in the
+//   JWT). Without the flag the AS issues bearer tokens only.
 import { createServer } from 'node:http';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
@@ -49,6 +53,7 @@ const { values: args } = parseArgs({
     'access-token-ttl': { type: 'string', default: '3600' },
     'access-token-format': { type: 'string', default: 'jwt' },
     proxy: { type: 'boolean', default: false },
+    dpop: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
   strict: true,
@@ -57,7 +62,8 @@ const { values: args } = parseArgs({
 function usage(code) {
   process.stderr.write(`usage: node as.mjs --port P [--issuer URL] --resource URI [--resource URI ...]
          [--scopes "files:read files:write files:list"] [--default-resource URI|none]
-         [--access-token-ttl SECONDS] [--access-token-format jwt|opaque] [--proxy]\n`);
+         [--access-token-ttl SECONDS] [--access-token-format jwt|opaque] [--proxy]
+         [--dpop]\n`);
   process.exit(code);
 }
 if (args.help) usage(0);
@@ -132,6 +138,7 @@ const configuration = {
     clientCredentials: { enabled: true },
     introspection: { enabled: true },
     revocation: { enabled: true },
+    dPoP: { enabled: args.dpop },
     resourceIndicators: {
       enabled: true,
       defaultResource: async (_ctx, _client, oneOf) => oneOf ?? defaultResource,
