@@ -74,7 +74,10 @@ const RESOURCES_HEADER: &str = "\
 # With istio.workloads.<id>.service_account (or principals) set, mcp-authz also checks that
 # the receiving workload (the Check's destination principal, its SPIFFE id) is the one bound
 # to the resource the host names: another's is refused (403 destination_mismatch), plaintext
-# too (403 destination_unauthenticated): bind with STRICT mTLS only.
+# too (403 destination_unauthenticated).
+#
+# PeerAuthentication (one per bound workload): mTLS STRICT on the workload, so its sidecar
+# refuses plaintext before any Check, whatever the namespace's or the mesh's mode.
 #
 # VirtualService (one per public host): the PRM served by the mesh with a directResponse, at
 # the gateways and the sidecars (`mesh`), ahead of the routes to the MCP servers. Why not an
@@ -209,6 +212,7 @@ fn workload_inspects_body(config: &Config, r: &Resource) -> bool {
 /// The AuthorizationPolicies and VirtualServices, as a multi-document YAML stream.
 pub fn resources(config: &Config) -> Result<String, RenderError> {
     let mut docs = policies(config)?;
+    docs.extend(peer_authentications(config)?);
     let origins = Origins::parse(&config.envoy.cors_allow_origins)?;
     for (host, on_host) in group_by_host(&config.resources) {
         docs.push(virtual_service(config, host, &on_host, &origins)?);
@@ -320,6 +324,51 @@ fn policies(config: &Config) -> Result<Vec<Value>, RenderError> {
             ]))
         })
         .collect()
+}
+
+/// One `STRICT` PeerAuthentication per bound workload (`istio.workloads.<id>.service_account`
+/// or `principals`): the destination binding reads the workload's SPIFFE id from mTLS and
+/// refuses plaintext (403 `destination_unauthenticated`), so the sidecar should refuse
+/// plaintext before any Check, also for a namespace or mesh left `PERMISSIVE`. A
+/// workload-selecting policy overrides the namespace's and the mesh's (Istio picks the most
+/// specific), for this workload only. Unbound workloads get none: their mTLS mode is the
+/// user's.
+fn peer_authentications(config: &Config) -> Result<Vec<Value>, RenderError> {
+    type Key<'a> = (&'a str, &'a BTreeMap<String, String>);
+    let mut seen: Vec<Key> = Vec::new();
+    let mut docs = Vec::new();
+    for r in &config.resources {
+        let w = workload(config, r)?;
+        let key = (w.namespace.as_str(), &w.selector);
+        if w.principals.is_empty() || seen.contains(&key) {
+            continue;
+        }
+        seen.push(key);
+        let labels = w
+            .selector
+            .iter()
+            .map(|(k, v)| (Value::from(k.as_str()), Value::from(v.as_str())))
+            .collect();
+        docs.push(obj([
+            ("apiVersion", "security.istio.io/v1".into()),
+            ("kind", "PeerAuthentication".into()),
+            (
+                "metadata",
+                obj([
+                    ("name", object_name(&r.id)?.into()),
+                    ("namespace", w.namespace.as_str().into()),
+                ]),
+            ),
+            (
+                "spec",
+                obj([
+                    ("selector", obj([("matchLabels", Value::Mapping(labels))])),
+                    ("mtls", obj([("mode", "STRICT".into())])),
+                ]),
+            ),
+        ]));
+    }
+    Ok(docs)
 }
 
 /// The requests a workload's `CUSTOM` policy sends to mcp-authz (Istio applies the action when

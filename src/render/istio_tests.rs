@@ -370,3 +370,33 @@ fn what_cannot_be_rendered_is_refused() {
         RenderError::CorsOrigin { .. }
     ));
 }
+
+#[test]
+fn bound_workloads_get_a_strict_peer_authentication_unbound_ones_none() {
+    // Unbound (MULTI): no PeerAuthentication; the workloads' mTLS mode stays the user's.
+    let unbound = docs(&resources(&config(MULTI)).expect("renders"));
+    assert!(unbound.iter().all(|d| d["kind"] != "PeerAuthentication"));
+
+    let bound = MULTI.replace(
+        "destination: tools.tools.svc.cluster.local:80}",
+        "destination: tools.tools.svc.cluster.local:80, service_account: tools-mcp}",
+    );
+    let d = docs(&resources(&config(&bound)).expect("renders"));
+    let peers: Vec<&Value> = d
+        .iter()
+        .filter(|x| x["kind"] == "PeerAuthentication")
+        .collect();
+    assert_eq!(peers.len(), 1, "only the bound workload: {peers:?}");
+    let pa = peers[0];
+    assert_eq!(pa["apiVersion"], "security.istio.io/v1");
+    assert_eq!(pa["metadata"]["name"], "mcp-authz-tools");
+    assert_eq!(pa["metadata"]["namespace"], "tools");
+    assert_eq!(pa["spec"]["selector"]["matchLabels"]["app"], "tools");
+    assert_eq!(pa["spec"]["mtls"]["mode"], "STRICT");
+    // Exactly the AuthorizationPolicy's selector: the same pods.
+    let policy = d
+        .iter()
+        .find(|x| x["kind"] == "AuthorizationPolicy" && x["metadata"]["name"] == "mcp-authz-tools")
+        .expect("the tools policy");
+    assert_eq!(pa["spec"]["selector"], policy["spec"]["selector"]);
+}

@@ -14,12 +14,14 @@
 //
 // @kubernetes-models/istio 2.x is the last line that runs on Node 20, and it predates the
 // networking.istio.io/v1 CRD version; Istio 1.22 promoted v1beta1 to v1 unchanged, so v1
-// VirtualServices are checked against the v1beta1 schema.
+// VirtualServices are checked against the v1beta1 schema (and v1 PeerAuthentications, promoted
+// the same way, against theirs).
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import yaml from "js-yaml";
 import { AuthorizationPolicy } from "@kubernetes-models/istio/security.istio.io/v1/AuthorizationPolicy";
 import { VirtualService } from "@kubernetes-models/istio/networking.istio.io/v1beta1/VirtualService";
+import { PeerAuthentication } from "@kubernetes-models/istio/security.istio.io/v1beta1/PeerAuthentication";
 import {
   PrometheusRule,
   ServiceMonitor,
@@ -70,6 +72,11 @@ const ISTIO = {
     model: VirtualService,
     schema: istioSchema("@kubernetes-models/istio/networking.istio.io/v1beta1/VirtualService"),
     as: "networking.istio.io/v1beta1",
+  },
+  "security.istio.io/v1/PeerAuthentication": {
+    model: PeerAuthentication,
+    schema: istioSchema("@kubernetes-models/istio/security.istio.io/v1beta1/PeerAuthentication"),
+    as: "security.istio.io/v1beta1",
   },
 };
 
@@ -216,6 +223,12 @@ function selfTest() {
       ],
     },
   };
+  const pa = {
+    apiVersion: "security.istio.io/v1",
+    kind: "PeerAuthentication",
+    metadata: { name: "p", namespace: "n" },
+    spec: { selector: { matchLabels: { app: "a" } }, mtls: { mode: "STRICT" } },
+  };
   const sm = {
     apiVersion: "monitoring.coreos.com/v1",
     kind: "ServiceMonitor",
@@ -227,7 +240,7 @@ function selfTest() {
     f(c);
     return c;
   };
-  const valid = [ap, vs, mesh, sm];
+  const valid = [ap, vs, pa, mesh, sm];
   const broken = {
     "AuthorizationPolicy notPath (misspelt)": clone(ap, (d) => {
       d.spec.rules[0].to[0].operation = { notPath: ["/x"] };
@@ -247,6 +260,13 @@ function selfTest() {
     }),
     "VirtualService status as a string": clone(vs, (d) => {
       d.spec.http[0].directResponse.status = "200";
+    }),
+    "PeerAuthentication mtls.mode STRICTER": clone(pa, (d) => {
+      d.spec.mtls.mode = "STRICTER";
+    }),
+    "PeerAuthentication spec.mtl": clone(pa, (d) => {
+      d.spec.mtl = d.spec.mtls;
+      delete d.spec.mtls;
     }),
     "meshConfig packAsByte": clone(mesh, (d) => {
       d.meshConfig.extensionProviders[0].envoyExtAuthzGrpc.includeRequestBodyInCheck.packAsByte = true;
