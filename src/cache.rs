@@ -32,6 +32,33 @@ struct Entry {
 
 pub type Key = [u8; 32];
 
+/// Make room in a full map of a bounded cache: remove up to [`EVICT_BATCH`] entries, those
+/// expired at `now` (by `until`, the first second an entry is no longer used) first, found
+/// in a scan of at most [`EVICT_SCAN`]; hash order is effectively random. Returns how many
+/// entries this call removed. The verified-token cache and the introspection answer cache
+/// share it.
+pub(crate) fn evict_batch<V, S, G>(
+    map: &papaya::HashMapRef<'_, Key, V, S, G>,
+    now: u64,
+    until: impl Fn(&V) -> u64,
+) -> usize
+where
+    S: std::hash::BuildHasher,
+    G: papaya::Guard,
+{
+    let mut victims: Vec<Key> = map
+        .iter()
+        .take(EVICT_SCAN)
+        .filter(|(_, e)| now >= until(e))
+        .map(|(k, _)| *k)
+        .take(EVICT_BATCH)
+        .collect();
+    if victims.len() < EVICT_BATCH {
+        victims.extend(map.keys().take(EVICT_BATCH - victims.len()).copied());
+    }
+    victims.iter().filter(|k| map.remove(*k).is_some()).count()
+}
+
 pub struct TokenCache {
     map: papaya::HashMap<Key, Entry>,
     capacity: usize,
@@ -117,21 +144,8 @@ impl TokenCache {
         }
         let map = self.map.pin();
         if map.len() >= self.capacity {
-            // Hash order is effectively random: evict a batch, expired entries first.
-            let mut victims: Vec<Key> = map
-                .iter()
-                .take(EVICT_SCAN)
-                .filter(|(_, e)| now >= e.expires_at)
-                .map(|(k, _)| *k)
-                .take(EVICT_BATCH)
-                .collect();
-            if victims.len() < EVICT_BATCH {
-                victims.extend(map.keys().take(EVICT_BATCH - victims.len()).copied());
-            }
-            for k in victims {
-                if map.remove(&k).is_some() {
-                    self.metrics.token_cache_eviction();
-                }
+            for _ in 0..evict_batch(&map, now, |e| e.expires_at) {
+                self.metrics.token_cache_eviction();
             }
         }
         map.insert(

@@ -1,17 +1,14 @@
 //! Introspection answers remembered per issuer: a bounded, lock-free map keyed by SHA-256 of
 //! the token (never the token), each answer until `judge::cache_until` (never past `exp`;
-//! inactive ones briefly). Eviction as in the verified-token cache (`crate::cache`): a batch
-//! at a time, expired entries first, from a bounded scan.
+//! inactive ones briefly). Eviction is the verified-token cache's (`crate::cache::evict_batch`):
+//! a batch at a time, expired entries first, from a bounded scan.
 
 use std::sync::Arc;
 
 use aws_lc_rs::digest;
 use serde_json::{Map, Value};
 
-const EVICT_BATCH: usize = 64;
-const EVICT_SCAN: usize = 1024;
-
-pub type Key = [u8; 32];
+pub use crate::cache::Key;
 
 /// SHA-256 of the token, domain-separated from the verified-token cache's keys.
 pub fn key(token: &str) -> Key {
@@ -59,19 +56,7 @@ impl AnswerCache {
         }
         let map = self.map.pin();
         if map.len() >= self.capacity {
-            let mut victims: Vec<Key> = map
-                .iter()
-                .take(EVICT_SCAN)
-                .filter(|(_, e)| now >= e.until)
-                .map(|(k, _)| *k)
-                .take(EVICT_BATCH)
-                .collect();
-            if victims.len() < EVICT_BATCH {
-                victims.extend(map.keys().take(EVICT_BATCH - victims.len()).copied());
-            }
-            for k in victims {
-                map.remove(&k);
-            }
+            crate::cache::evict_batch(&map, now, |e| e.until);
         }
         map.insert(key, Entry { answer, until });
     }

@@ -52,11 +52,15 @@ pub fn is_jws(token: &str) -> bool {
 /// The issuer whose endpoint judges `token` when it is opaque: the resource's first issuer
 /// with `introspection:`. `None` for a JWT, or when no issuer introspects (an opaque token is
 /// then a malformed JWT).
+///
+/// Called for every token: the issuers are looked at first, so a resource without
+/// introspection (the default) never pays for decoding the token's header here.
 pub fn opaque_issuer<'r>(resource: &'r Resource, token: &str) -> Option<&'r TrustedIssuer> {
-    if is_jws(token) {
-        return None;
-    }
-    resource.issuers.iter().find(|i| i.introspection.is_some())
+    let issuer = resource
+        .issuers
+        .iter()
+        .find(|i| i.introspection.is_some())?;
+    (!is_jws(token)).then_some(issuer)
 }
 
 /// The settings as `explain` and `doctor` show them (never the secret).
