@@ -238,7 +238,7 @@ impl AuthzService {
             Decision::Allow(a) => {
                 let config = self.authorizer.config.load();
                 let (mut set, mut remove) =
-                    upstream_headers(&config.identity, a.principal.as_ref());
+                    upstream_headers(&config.identity, a.principal.as_ref(), a.identity_stripped);
                 match &a.session_id {
                     // The MCP server gets back the id it issued (set replaces the client's).
                     Some(id) => set.push((SESSION_HEADER.to_owned(), id.clone())),

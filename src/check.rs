@@ -9,7 +9,10 @@ use arc_swap::ArcSwap;
 
 use crate::cache::TokenCache;
 use crate::challenge::{ChallengeTarget, DenyReason, DpopChallenge};
-use crate::config::{Config, DpopMode, IdentityHeaders, IntrospectMode, Resource, StepUpStrategy};
+use crate::config::{
+    Config, DpopMode, IDENTITY_CONTEXT_KEY, IDENTITY_STRIPPED_BY_PROXY, IdentityHeaders,
+    IntrospectMode, Resource, StepUpStrategy,
+};
 use crate::dpop::Dpop;
 use crate::introspect::{self, Introspector, Refusal};
 use crate::jwks::JwksManager;
@@ -68,6 +71,9 @@ pub struct Allowed {
     /// The MCP server's own session id, unwrapped from the client's bound `Mcp-Session-Id`
     /// (`sessions:` configured); the upstream gets it in place of the client's value.
     pub session_id: Option<String>,
+    /// The proxy strips client copies of the reserved identity headers itself (the rendered
+    /// Envoy says so in `context_extensions`): the answer only sets what it sends.
+    pub identity_stripped: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -173,6 +179,7 @@ impl Authorizer {
             principal: Some(principal),
             inspection,
             session_id,
+            identity_stripped: identity_stripped_by_proxy(input),
         }))
     }
 
@@ -326,39 +333,51 @@ pub fn step_up_scope(resource: &Resource, granted: &Scopes, required: &Scopes) -
     .joined()
 }
 
+/// Whether the route says the proxy already strips client copies of the reserved identity
+/// headers ([`IDENTITY_CONTEXT_KEY`]); set only by configuration, never by a client.
+pub(crate) fn identity_stripped_by_proxy(input: &CheckInput) -> bool {
+    input
+        .context_extensions
+        .get(IDENTITY_CONTEXT_KEY)
+        .is_some_and(|v| v == IDENTITY_STRIPPED_BY_PROXY)
+}
+
 /// Headers to set upstream on allow, and client-sent identity headers to strip. A header is
 /// either set (replacing any client copy) or removed, never both (Envoy removes a header that
-/// is in both lists).
+/// is in both lists). Every reserved name not set is removed, unless the proxy strips client
+/// copies before the Check (`stripped_by_proxy`): then the answer carries no removal of
+/// them, which Envoy would otherwise apply to every allowed request.
 pub fn upstream_headers(
     identity: &IdentityHeaders,
     principal: Option<&Principal>,
+    stripped_by_proxy: bool,
 ) -> (Vec<(String, String)>, Vec<String>) {
     let mut set = Vec::new();
-    let mut remove = Vec::new();
-    let values: [(&Option<String>, Option<String>); 4] = match principal {
-        Some(p) => [
-            (&identity.subject, p.subject.clone()),
-            (&identity.client_id, p.client_id.clone()),
-            (
-                &identity.scopes,
-                identity.scopes.as_ref().map(|_| p.scopes.joined()),
-            ),
-            (&identity.issuer, Some(p.issuer.clone())),
-        ],
-        None => [
-            (&identity.subject, None),
-            (&identity.client_id, None),
-            (&identity.scopes, None),
-            (&identity.issuer, None),
-        ],
-    };
-    for (name, value) in values {
-        // A header configured as `null` is left alone: neither set nor stripped.
-        let Some(name) = name else { continue };
-        match value.filter(|v| header_safe(v)) {
-            Some(v) => set.push((name.to_owned(), v)),
-            None => remove.push(name.to_owned()),
+    if let Some(p) = principal {
+        let scopes = identity.scopes.as_ref().map(|_| p.scopes.joined());
+        let values = [
+            (&identity.subject, p.subject.as_deref()),
+            (&identity.client_id, p.client_id.as_deref()),
+            (&identity.scopes, scopes.as_deref()),
+            (&identity.issuer, Some(p.issuer.as_str())),
+        ];
+        for (name, value) in values {
+            // A claim that is absent or not a safe header value is not sent; its name is
+            // reserved, so a client's copy is removed below (or by the proxy).
+            if let (Some(name), Some(v)) = (name, value.filter(|v| header_safe(v))) {
+                set.push((name.to_owned(), v.to_owned()));
+            }
         }
+    }
+    let mut remove = Vec::new();
+    if !stripped_by_proxy {
+        remove.extend(
+            identity
+                .reserved
+                .iter()
+                .filter(|r| !set.iter().any(|(n, _)| n == *r))
+                .cloned(),
+        );
     }
     if !identity.forward_authorization && principal.is_some() {
         remove.push("authorization".to_owned());

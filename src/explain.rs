@@ -146,7 +146,8 @@ pub async fn run(config: Config, req: Request, now: u64) -> anyhow::Result<(Stri
     let allowed = matches!(decision, Decision::Allow(_));
     match &decision {
         Decision::Allow(a) => {
-            let (set, remove) = upstream_headers(&identity, a.principal.as_ref());
+            let (set, remove) =
+                upstream_headers(&identity, a.principal.as_ref(), a.identity_stripped);
             writeln!(out, "  forwarded to the MCP server (route {})", a.route)?;
             for (k, v) in set {
                 writeln!(out, "  + {k}: {v}")?;

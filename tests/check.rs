@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use mcp_authz::config::{IDENTITY_CONTEXT_KEY, IDENTITY_STRIPPED_BY_PROXY};
 use serde_json::json;
 
 const SEED_401_BODY: &str = r#"{"error":"unauthorized","message":"Authentication required. Use OAuth 2.0 with the authorization server listed in the Protected Resource Metadata."}"#;
@@ -78,9 +79,15 @@ async fn allowed_with_a_spoofed_subject(h: &mut Harness) -> Answer {
     h.check(req).await
 }
 
+/// Every identity header and the metadata on, as `deploy/mcp-authz.yaml` documents them.
+const FULL_IDENTITY: &str = "identity: {scopes_header: x-mcp-authz-scopes, \
+                             issuer_header: x-mcp-authz-issuer, dynamic_metadata: true}";
+
 #[tokio::test]
 async fn valid_token_is_allowed_with_identity_headers() {
-    let mut h = Harness::standard().await;
+    let idp = Idp::start(&[&RSA, &EC, &ED]).await;
+    let yaml = config_yaml(&idp.issuer, FULL_IDENTITY, ROUTES);
+    let mut h = Harness::start(idp, &yaml, true).await;
     let a = allowed_with_a_spoofed_subject(&mut h).await;
     assert_eq!(a.status, 200, "{a:?}");
     assert_eq!(a.grpc_code, 0);
@@ -121,26 +128,59 @@ async fn valid_token_is_allowed_with_identity_headers() {
 }
 
 #[tokio::test]
-async fn identity_headers_set_to_null_and_metadata_off_leave_the_answer_lean() {
-    let idp = Idp::start(&[&RSA]).await;
-    let identity = "identity: {subject_header: null, client_id_header: null, \
-                    scopes_header: x-granted, dynamic_metadata: false}";
-    let yaml = config_yaml(&idp.issuer, identity, ROUTES);
-    let mut h = Harness::start(idp, &yaml, true).await;
+async fn default_answer_is_lean_and_reserves_every_identity_name() {
+    let mut h = Harness::standard().await;
     let a = allowed_with_a_spoofed_subject(&mut h).await;
     assert_eq!(a.status, 200, "{a:?}");
     let mut set: Vec<_> = a.headers.keys().map(String::as_str).collect();
     set.sort_unstable();
-    assert_eq!(set, ["x-granted", "x-mcp-authz-issuer"]);
-    assert_eq!(a.headers["x-granted"], "files:list files:read");
-    // Not configured, so neither set nor stripped: the MCP server must not read it.
+    assert_eq!(set, ["x-mcp-authz-client-id", "x-mcp-authz-subject"]);
+    assert_eq!(a.headers["x-mcp-authz-subject"], "user-1");
+    // The names not sent are still removed, so a client's copy never reaches the server…
+    assert_eq!(a.removed, ["x-mcp-authz-issuer", "x-mcp-authz-scopes"]);
+    // …unless the route says the proxy stripped them before the Check (the Envoy render).
+    let token = RSA.mint(&h.claims("files:list"));
+    let behind_render = Req::new("POST", "/mcp")
+        .header("authorization", &format!("Bearer {token}"))
+        .context(IDENTITY_CONTEXT_KEY, IDENTITY_STRIPPED_BY_PROXY);
+    let a = h.check(behind_render).await;
+    assert_eq!(a.status, 200, "{a:?}");
     assert!(a.removed.is_empty(), "{:?}", a.removed);
+    assert_eq!(a.headers.len(), 2, "{a:?}");
+    // Any other value of that key is not the render's promise.
+    let other = Req::new("POST", "/mcp")
+        .header("authorization", &format!("Bearer {token}"))
+        .context(IDENTITY_CONTEXT_KEY, "yes");
+    assert_eq!(h.check(other).await.removed.len(), 2);
+    // No dynamic metadata on allows when nothing reads it; denials still carry theirs.
     assert!(a.metadata.is_empty(), "{:?}", a.metadata);
-    // Denials still carry their metadata (for access logs).
-    let list_only = RSA.mint(&h.claims("files:list"));
-    let a = h.bearer("GET", "/mcp/files/x", &list_only).await;
+    let a = h.bearer("GET", "/mcp/files/x", &token).await;
     assert_eq!(a.status, 403);
     assert_eq!(a.reason(), "insufficient_scope");
+}
+
+#[tokio::test]
+async fn identity_headers_set_to_null_are_not_sent_but_stay_reserved() {
+    let idp = Idp::start(&[&RSA]).await;
+    let identity = "identity: {subject_header: null, client_id_header: null, \
+                    scopes_header: x-granted}";
+    let yaml = config_yaml(&idp.issuer, identity, ROUTES);
+    let mut h = Harness::start(idp, &yaml, true).await;
+    let a = allowed_with_a_spoofed_subject(&mut h).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    let set: Vec<_> = a.headers.keys().map(String::as_str).collect();
+    assert_eq!(set, ["x-granted"]);
+    assert_eq!(a.headers["x-granted"], "files:list files:read");
+    // Turned off, yet a client-sent `x-mcp-authz-subject` still never reaches the server.
+    assert_eq!(
+        a.removed,
+        [
+            "x-mcp-authz-client-id",
+            "x-mcp-authz-issuer",
+            "x-mcp-authz-scopes",
+            "x-mcp-authz-subject"
+        ]
+    );
     // Distinctness is checked among the headers in use.
     let clash = "identity: {subject_header: null, client_id_header: x-a, scopes_header: x-a}";
     let err =

@@ -26,6 +26,7 @@ fn yaml(issuer: &str, jwks: &str, settings: &str, scope: &str) -> String {
     format!(
         r#"
 listen: {{grpc: "127.0.0.1:0", admin: "127.0.0.1:0"}}
+identity: {{scopes_header: x-mcp-authz-scopes}}
 resources:
   - id: files
     uri: {RESOURCE}

@@ -586,6 +586,7 @@ async fn real_scrape_lints_and_a_real_prometheus_scrapes_and_queries_it() {
         &format!(
             r#"
 listen: {{grpc: "{grpc}", admin: "{admin}"}}
+identity: {{dynamic_metadata: true}}   # the allow reason is read from the metadata below
 resources:
   - id: files
     uri: {RESOURCE_URI}

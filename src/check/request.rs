@@ -129,6 +129,7 @@ pub(super) fn step_route<'c>(
             principal: None,
             inspection: None,
             session_id: None,
+            identity_stripped: super::identity_stripped_by_proxy(input),
         }))
     };
     let preflight = method == "OPTIONS" && is_cors_preflight(input);

@@ -38,6 +38,14 @@ pub const PREFLIGHT_CONTEXT_KEY: &str = "mcp_authz_preflight";
 /// [`PREFLIGHT_CONTEXT_KEY`]'s value: no request mcp-authz sees is a preflight to let through.
 pub const PREFLIGHTS_BY_PROXY: &str = "answered_by_proxy";
 
+/// Context-extension key the Envoy render sets (to [`IDENTITY_STRIPPED_BY_PROXY`]) on routes
+/// behind a listener that strips every reserved identity header from client requests before
+/// any filter runs (HCM `early_header_mutation_extensions`).
+pub const IDENTITY_CONTEXT_KEY: &str = "mcp_authz_identity_headers";
+
+/// [`IDENTITY_CONTEXT_KEY`]'s value: the allow answer need not remove client copies itself.
+pub const IDENTITY_STRIPPED_BY_PROXY: &str = "stripped_by_proxy";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]

@@ -89,6 +89,8 @@ pub struct EnvoySettings {
     pub max_stream: Duration,
     pub escaped_slashes: EscapedSlashes,
     pub cors_allow_origins: Vec<String>,
+    /// `envoy.access_log`: the render logs each request with the ext_authz metadata.
+    pub access_log: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +116,10 @@ pub struct IdentityHeaders {
     pub forward_authorization: bool,
     /// Dynamic metadata on allow answers.
     pub dynamic_metadata: bool,
+    /// Every name whose client-sent copy never reaches the MCP server: the names in use and
+    /// the four default names, sent or not (a server written against the defaults must not
+    /// read a client's value after an operator turned a header off).
+    pub reserved: Vec<String>,
 }
 
 impl IdentityHeaders {

@@ -79,6 +79,7 @@ pub(super) fn validate_envoy(
         max_stream: Duration::from_secs(e.max_stream_seconds),
         escaped_slashes: e.escaped_slashes,
         cors_allow_origins: e.cors_allow_origins.clone(),
+        access_log: e.access_log,
     })
 }
 

@@ -71,6 +71,11 @@ pub struct RawEnvoy {
     /// Origins allowed by CORS on the MCP and PRM routes (default `["*"]`).
     #[serde(default = "default_origins")]
     pub cors_allow_origins: Vec<String>,
+    /// Render an access log (JSON lines on Envoy's stdout) with mcp-authz's decision and the
+    /// caller's identity from the ext_authz dynamic metadata, which is then on by default
+    /// (`identity.dynamic_metadata`). Default false: mcp-authz logs every Check itself.
+    #[serde(default)]
+    pub access_log: bool,
 }
 
 impl Default for RawEnvoy {
@@ -287,22 +292,35 @@ pub struct RawIdentity {
     #[serde(default = "h_sub")]
     pub subject_header: Option<String>,
     /// Header carrying the client id from the issuer's `client_id_claims` (default
-    /// `x-mcp-authz-client-id`).
+    /// `x-mcp-authz-client-id`; `null`: not sent).
     #[serde(default = "h_client")]
     pub client_id_header: Option<String>,
-    /// Header carrying the granted scopes, space-separated (default `x-mcp-authz-scopes`).
-    #[serde(default = "h_scopes")]
+    /// Header carrying the granted scopes, space-separated (default: not sent; the gate has
+    /// already enforced them — name a header, e.g. `x-mcp-authz-scopes`, to send them).
+    #[serde(default)]
     pub scopes_header: Option<String>,
-    /// Header carrying the token's issuer (default `x-mcp-authz-issuer`).
-    #[serde(default = "h_iss")]
-    pub issuer_header: Option<String>,
+    /// Header carrying the token's issuer. Default: `x-mcp-authz-issuer` when some resource
+    /// trusts more than one issuer (a `sub` is unique only within its issuer, OpenID Connect
+    /// Core §2), otherwise not sent; `null`: never sent.
+    #[serde(default, deserialize_with = "present")]
+    pub issuer_header: Option<Option<String>>,
     /// Forward the client's `Authorization` header upstream (default true).
     #[serde(default = "dtrue")]
     pub forward_authorization: bool,
-    /// Attach dynamic metadata (identity, route, decision) to allow answers (default true;
-    /// denials always carry it).
-    #[serde(default = "dtrue")]
-    pub dynamic_metadata: bool,
+    /// Attach dynamic metadata (identity, route, decision) to allow answers. Default: on when
+    /// `envoy.access_log` renders an access log that reads it, otherwise off; denials always
+    /// carry their decision and reason.
+    #[serde(default)]
+    pub dynamic_metadata: Option<bool>,
+}
+
+/// Tells a key written as `null` (`Some(None)`) from a key left out (`None`, via `default`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 impl Default for RawIdentity {
@@ -311,20 +329,21 @@ impl Default for RawIdentity {
     }
 }
 
+/// The identity headers' default names: mcp-authz's own namespace. A client-sent copy of any
+/// of them is stripped whether or not the header is sent (`model::IdentityHeaders::reserved`).
+pub const DEFAULT_IDENTITY_HEADERS: [&str; 4] = [
+    "x-mcp-authz-subject",
+    "x-mcp-authz-client-id",
+    "x-mcp-authz-scopes",
+    "x-mcp-authz-issuer",
+];
+
 fn h_sub() -> Option<String> {
-    Some("x-mcp-authz-subject".into())
+    Some(DEFAULT_IDENTITY_HEADERS[0].into())
 }
 
 fn h_client() -> Option<String> {
-    Some("x-mcp-authz-client-id".into())
-}
-
-fn h_scopes() -> Option<String> {
-    Some("x-mcp-authz-scopes".into())
-}
-
-fn h_iss() -> Option<String> {
-    Some("x-mcp-authz-issuer".into())
+    Some(DEFAULT_IDENTITY_HEADERS[1].into())
 }
 
 fn dtrue() -> bool {

@@ -25,7 +25,15 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.issuers[0].source, KeySource::Discovery);
     assert_eq!(c.grpc_addr.to_string(), "127.0.0.1:9191");
     assert_eq!(c.identity.subject.as_deref(), Some("x-mcp-authz-subject"));
-    assert!(c.identity.dynamic_metadata);
+    assert_eq!(
+        c.identity.client_id.as_deref(),
+        Some("x-mcp-authz-client-id")
+    );
+    // Sent only when configured (scopes) or needed (issuer: several issuers), and metadata
+    // only when the rendered access log reads it (`check::tests`).
+    assert_eq!(c.identity.scopes, None);
+    assert_eq!(c.identity.issuer, None);
+    assert!(!c.identity.dynamic_metadata);
     assert!(c.identity.forward_authorization);
 }
 

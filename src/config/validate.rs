@@ -8,7 +8,10 @@ use std::time::Duration;
 use super::model::{Config, IdentityHeaders, IssuerKeysConfig, JwksSettings, Resource};
 use super::render::{validate_envoy, validate_istio};
 use super::resources::validate_resource;
-use super::schema::{MAX_WORKERS, MAX_WORKERS_U64, RawConfig, RawIdentity, RawJwks, RawSessions};
+use super::schema::{
+    DEFAULT_IDENTITY_HEADERS, MAX_WORKERS, MAX_WORKERS_U64, RawConfig, RawIdentity, RawJwks,
+    RawSessions,
+};
 use super::{ConfigError, invalid, parse_addr};
 
 impl TryFrom<RawConfig> for Config {
@@ -29,7 +32,6 @@ impl TryFrom<RawConfig> for Config {
             }
         };
         let jwks = validate_jwks(&raw.jwks)?;
-        let identity = validate_identity(&raw.identity)?;
         if raw.limits.max_token_bytes < 64 {
             return Err(invalid("limits.max_token_bytes", "must be at least 64"));
         }
@@ -66,6 +68,7 @@ impl TryFrom<RawConfig> for Config {
             resources.push(resource);
         }
         super::introspection_check::check_resources(&resources)?;
+        let identity = validate_identity(&raw.identity, &resources, envoy.access_log)?;
         let istio = validate_istio(raw.istio, grpc_addr, &resources)?;
         let sessions = raw.sessions.as_ref().map(validate_sessions).transpose()?;
         Ok(Config {
@@ -153,19 +156,44 @@ fn validate_header_name(at: &str, name: &str) -> Result<String, ConfigError> {
     Ok(lower)
 }
 
-fn validate_identity(i: &RawIdentity) -> Result<IdentityHeaders, ConfigError> {
+/// The identity headers and metadata an allow answer carries. Each costs Envoy CPU on every
+/// allowed request (benches/BENCHMARKS.md, section 3), so the defaults send what an MCP server
+/// needs to tell callers apart — `sub` and the client, plus the issuer when a `sub` alone is
+/// ambiguous — and metadata only when the rendered access log reads it.
+fn validate_identity(
+    i: &RawIdentity,
+    resources: &[Resource],
+    access_log: bool,
+) -> Result<IdentityHeaders, ConfigError> {
     let name = |at: &str, v: &Option<String>| {
         v.as_deref()
             .map(|n| validate_header_name(at, n))
             .transpose()
     };
-    let h = IdentityHeaders {
+    // OpenID Connect Core §2: `sub` is unique only within its issuer.
+    let several_issuers = resources.iter().any(|r| r.issuers.len() > 1);
+    let issuer = match &i.issuer_header {
+        Some(v) => v.clone(),
+        None => several_issuers.then(|| DEFAULT_IDENTITY_HEADERS[3].to_owned()),
+    };
+    let dynamic_metadata = match i.dynamic_metadata {
+        Some(false) if access_log => {
+            return Err(invalid(
+                "identity.dynamic_metadata",
+                "envoy.access_log logs the dynamic metadata: leave this on (or unset)",
+            ));
+        }
+        Some(on) => on,
+        None => access_log,
+    };
+    let mut h = IdentityHeaders {
         subject: name("identity.subject_header", &i.subject_header)?,
         client_id: name("identity.client_id_header", &i.client_id_header)?,
         scopes: name("identity.scopes_header", &i.scopes_header)?,
-        issuer: name("identity.issuer_header", &i.issuer_header)?,
+        issuer: name("identity.issuer_header", &issuer)?,
         forward_authorization: i.forward_authorization,
-        dynamic_metadata: i.dynamic_metadata,
+        dynamic_metadata,
+        reserved: Vec::new(),
     };
     let distinct: BTreeSet<&str> = h.names().collect();
     if distinct.len() != h.names().count() {
@@ -174,5 +202,11 @@ fn validate_identity(i: &RawIdentity) -> Result<IdentityHeaders, ConfigError> {
             "identity header names must be distinct",
         ));
     }
+    let reserved: BTreeSet<String> = h
+        .names()
+        .chain(DEFAULT_IDENTITY_HEADERS)
+        .map(str::to_owned)
+        .collect();
+    h.reserved = reserved.into_iter().collect();
     Ok(h)
 }

@@ -89,7 +89,7 @@ pub fn envoy_bootstrap(config: &Config, opts: &EnvoyOptions) -> Result<String, R
         .max()
         .unwrap_or(0);
 
-    let hcm = obj([
+    let mut hcm = obj([
         (
             "@type",
             "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager".into(),
@@ -141,7 +141,15 @@ pub fn envoy_bootstrap(config: &Config, opts: &EnvoyOptions) -> Result<String, R
             ]),
         ),
         ("http_filters", http_filters(config)),
+        // Before routing and every filter: no client copy of an identity header survives to
+        // be confused with the one mcp-authz sets (the routes tell mcp-authz so).
+        ("early_header_mutation_extensions", identity_stripping(config)),
     ]);
+    if e.access_log
+        && let Value::Mapping(m) = &mut hcm
+    {
+        m.insert("access_log".into(), access_log());
+    }
 
     let doc = obj([
         (
@@ -205,8 +213,9 @@ pub fn envoy_bootstrap(config: &Config, opts: &EnvoyOptions) -> Result<String, R
 
 /// The request headers mcp-authz reads (`check.rs`, `authz.rs`), the only ones Envoy sends to
 /// it (ExtAuthz.allowed_headers). `:method`, `:path` and `:authority` travel in the request
-/// attributes; Envoy adds `x-envoy-auth-partial-body` itself after this filtering; identity
-/// headers are set or removed by the allow response, so mcp-authz never needs to see them.
+/// attributes; Envoy adds `x-envoy-auth-partial-body` itself after this filtering; client
+/// copies of identity headers are stripped by the listener (`identity_stripping`) and the
+/// allow response sets them, so mcp-authz never needs to see them.
 const AUTHZ_REQUEST_HEADERS: [&str; 10] = [
     "authorization",
     // RFC 9449 §4.1: the proof of a DPoP-bound token (`dpop.rs`).
@@ -224,6 +233,78 @@ const AUTHZ_REQUEST_HEADERS: [&str; 10] = [
     "access-control-request-method",
     "x-request-id",
 ];
+
+/// Removes every reserved identity header (`identity.reserved`: the names in use and the
+/// default names) from the client's request as the HCM receives it, so ext_authz answers need
+/// carry no removals (`IDENTITY_CONTEXT_KEY` on the routes).
+fn identity_stripping(config: &Config) -> Value {
+    let mutations = config
+        .identity
+        .reserved
+        .iter()
+        .map(|name| obj([("remove", name.as_str().into())]));
+    seq([obj([
+        ("name", "envoy.http.early_header_mutation.header_mutation".into()),
+        (
+            "typed_config",
+            obj([
+                (
+                    "@type",
+                    "type.googleapis.com/envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation".into(),
+                ),
+                ("mutations", Value::Sequence(mutations.collect())),
+            ]),
+        ),
+    ])])
+}
+
+/// `envoy.access_log`: one JSON line per request on Envoy's stdout, with mcp-authz's decision
+/// and the caller's identity from the ext_authz dynamic metadata (on by default then,
+/// `identity.dynamic_metadata`). The path is logged without its query, which may carry
+/// `access_token=` (RFC 6750 §2.3); no header holding a credential is logged.
+fn access_log() -> Value {
+    let meta = |key: &str| format!("%DYNAMIC_METADATA({EXT_AUTHZ_FILTER}:{key})%");
+    let mut fields = serde_yaml::Mapping::new();
+    for (k, v) in [
+        ("start_time", "%START_TIME%".to_owned()),
+        ("method", "%REQ(:METHOD)%".to_owned()),
+        ("authority", "%REQ(:AUTHORITY)%".to_owned()),
+        ("path", "%PATH(NQ:PATH)%".to_owned()),
+        ("status", "%RESPONSE_CODE%".to_owned()),
+        ("flags", "%RESPONSE_FLAGS%".to_owned()),
+        ("duration_ms", "%DURATION%".to_owned()),
+        ("request_id", "%REQ(X-REQUEST-ID)%".to_owned()),
+        (
+            "client",
+            "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%".to_owned(),
+        ),
+        ("upstream", "%UPSTREAM_HOST%".to_owned()),
+        ("authz_decision", meta("decision")),
+        ("authz_reason", meta("reason")),
+        ("authz_resource", meta("resource")),
+        ("authz_route", meta("route")),
+        ("sub", meta("sub")),
+        ("client_id", meta("client_id")),
+        ("iss", meta("iss")),
+        ("scope", meta("scope")),
+    ] {
+        fields.insert(k.into(), v.into());
+    }
+    seq([obj([
+        ("name", "envoy.access_loggers.stdout".into()),
+        (
+            "typed_config",
+            obj([
+                (
+                    "@type",
+                    "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog"
+                        .into(),
+                ),
+                ("log_format", obj([("json_format", Value::Mapping(fields))])),
+            ]),
+        ),
+    ])])
+}
 
 /// CORS runs before ext_authz so a preflight is answered by Envoy and never needs a token
 /// (MCP authorization: browser clients; Fetch standard: preflights carry no credentials).

@@ -10,7 +10,8 @@ use super::{
     prm_json, seq,
 };
 use crate::config::{
-    PREFLIGHT_CONTEXT_KEY, PREFLIGHTS_BY_PROXY, PathMatch, RESOURCE_CONTEXT_KEY, Resource,
+    IDENTITY_CONTEXT_KEY, IDENTITY_STRIPPED_BY_PROXY, PREFLIGHT_CONTEXT_KEY, PREFLIGHTS_BY_PROXY,
+    PathMatch, RESOURCE_CONTEXT_KEY, Resource,
 };
 use crate::normalize::segment_prefix;
 use serde_yaml::Value;
@@ -230,6 +231,9 @@ fn upstream_route(name: String, matcher: Value, r: &Resource, max_request_bytes:
             // The CORS filter runs first and answers every preflight (`cors_policy`), so an
             // `OPTIONS` reaching mcp-authz here is an ordinary request (Fetch §4.8).
             (PREFLIGHT_CONTEXT_KEY, PREFLIGHTS_BY_PROXY.into()),
+            // The listener strips client copies of the reserved identity headers before
+            // any filter (`envoy::identity_stripping`): the allow answer only sets.
+            (IDENTITY_CONTEXT_KEY, IDENTITY_STRIPPED_BY_PROXY.into()),
         ]),
     )];
     // The JSON-RPC body (method, tool name) is part of the decision only where the policy has
@@ -304,7 +308,10 @@ fn not_found_route(name: String, r: &Resource) -> Value {
                         "check_settings",
                         obj([(
                             "context_extensions",
-                            obj([(RESOURCE_CONTEXT_KEY, r.id.as_str().into())]),
+                            obj([
+                                (RESOURCE_CONTEXT_KEY, r.id.as_str().into()),
+                                (IDENTITY_CONTEXT_KEY, IDENTITY_STRIPPED_BY_PROXY.into()),
+                            ]),
                         )]),
                     ),
                 ]),

@@ -1,7 +1,10 @@
 //! Tests of the rendered Envoy bootstrap: structure, routes, filters and limits.
 
 use super::*;
-use crate::config::{PREFLIGHT_CONTEXT_KEY, PREFLIGHTS_BY_PROXY, RESOURCE_CONTEXT_KEY};
+use crate::config::{
+    IDENTITY_CONTEXT_KEY, IDENTITY_STRIPPED_BY_PROXY, PREFLIGHT_CONTEXT_KEY, PREFLIGHTS_BY_PROXY,
+    RESOURCE_CONTEXT_KEY,
+};
 
 const ONE: &str = r#"
 envoy:
@@ -179,6 +182,55 @@ fn bootstrap_has_the_hardening_and_filters() {
     assert_eq!(
         (&ep["address"], &ep["port_value"]),
         (&"127.0.0.1".into(), &3000.into())
+    );
+}
+
+#[test]
+fn identity_headers_are_stripped_before_any_filter_and_the_routes_say_so() {
+    let c = config(&format!("identity: {{subject_header: x-user}}\n{ONE}"));
+    let doc = render(&c, &EnvoyOptions::default());
+    let ext = &hcm(&doc)["early_header_mutation_extensions"][0];
+    assert_eq!(
+        ext["name"].as_str(),
+        Some("envoy.http.early_header_mutation.header_mutation")
+    );
+    let removed: Vec<_> = ext["typed_config"]["mutations"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|m| m["remove"].as_str().unwrap())
+        .collect();
+    assert_eq!(removed, c.identity.reserved);
+    assert!(removed.contains(&"x-user") && removed.contains(&"x-mcp-authz-scopes"));
+    // Every route that calls ext_authz carries the promise mcp-authz relies on.
+    let routes = vhosts(&doc)[0]["routes"].as_sequence().unwrap();
+    let checked = routes.iter().filter(|r| {
+        r["typed_per_filter_config"][EXT_AUTHZ_FILTER]["disabled"].as_bool() != Some(true)
+    });
+    assert!(checked.clone().count() >= 2);
+    for r in checked {
+        let ext = &r["typed_per_filter_config"][EXT_AUTHZ_FILTER]["check_settings"];
+        assert_eq!(
+            ext["context_extensions"][IDENTITY_CONTEXT_KEY].as_str(),
+            Some(IDENTITY_STRIPPED_BY_PROXY),
+            "{r:?}"
+        );
+    }
+    // No access log unless asked for; then it reads the metadata, never a credential.
+    assert!(hcm(&doc).get("access_log").is_none());
+    let c = config(&ONE.replace("envoy:\n", "envoy:\n  access_log: true\n"));
+    assert!(c.identity.dynamic_metadata);
+    let doc = render(&c, &EnvoyOptions::default());
+    let log = &hcm(&doc)["access_log"][0]["typed_config"]["log_format"]["json_format"];
+    assert_eq!(log["path"].as_str(), Some("%PATH(NQ:PATH)%"));
+    assert_eq!(
+        log["sub"].as_str(),
+        Some("%DYNAMIC_METADATA(envoy.filters.http.ext_authz:sub)%")
+    );
+    let text = serde_yaml::to_string(log).unwrap().to_ascii_lowercase();
+    assert!(
+        !text.contains("authorization") && !text.contains("dpop"),
+        "{text}"
     );
 }
 

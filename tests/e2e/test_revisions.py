@@ -42,7 +42,8 @@ class PythonServerStack(stack_mod.Stack):
 
 @pytest.fixture(scope="module")
 def rstack(request):
-    s = PythonServerStack()
+    # The scopes header is off by default; on here, it shows what each forwarded call carried.
+    s = PythonServerStack(extra_yaml="identity: {scopes_header: x-mcp-authz-scopes}\n")
     s.start()
     yield s
     failed = request.session.testsfailed > 0
