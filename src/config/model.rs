@@ -82,6 +82,8 @@ pub struct EnvoySettings {
     /// `(host, port)` of mcp-authz as Envoy reaches it.
     pub authz_address: (String, u16),
     pub check_timeout: Duration,
+    /// `envoy.check_streams_per_connection`.
+    pub check_streams_per_connection: Option<u32>,
     /// What Envoy is told to buffer (`with_request_body.max_request_bytes`): one byte more
     /// than `envoy.max_request_bytes` (itself at least `limits.max_body_bytes`).
     pub max_request_bytes: u32,

@@ -37,6 +37,12 @@ pub(super) fn validate_envoy(
         .ok()
         .filter(|l| *l < u32::MAX)
         .ok_or_else(|| invalid("limits.max_body_bytes", "must be below 4294967295"))?;
+    if e.check_streams_per_connection == Some(0) {
+        return Err(invalid(
+            "envoy.check_streams_per_connection",
+            "must be at least 1 (leave it out for Envoy's default)",
+        ));
+    }
     let buffered = e.max_request_bytes.unwrap_or(limit);
     if buffered < limit {
         return Err(invalid(
@@ -71,6 +77,7 @@ pub(super) fn validate_envoy(
         admin,
         authz_address,
         check_timeout: Duration::from_millis(e.check_timeout_ms),
+        check_streams_per_connection: e.check_streams_per_connection,
         // Envoy reports a body cut at exactly `max_request_bytes` as complete
         // (`x-envoy-auth-partial-body: false`) when more follows; one byte over the limit
         // mcp-authz enforces makes every cut body longer than that limit, so it is refused

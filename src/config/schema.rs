@@ -54,6 +54,12 @@ pub struct RawEnvoy {
     /// ext_authz call timeout in milliseconds (default 500).
     #[serde(default = "d500")]
     pub check_timeout_ms: u64,
+    /// Concurrent Checks one HTTP/2 connection from Envoy carries before Envoy opens another
+    /// (the mcp-authz cluster's `max_concurrent_streams`; default: Envoy's, unbounded). Each
+    /// connection is served by one mcp-authz worker thread, so a bound spreads one busy
+    /// Envoy worker's Checks over several.
+    #[serde(default)]
+    pub check_streams_per_connection: Option<u32>,
     /// Largest request body Envoy buffers for ext_authz; at least `limits.max_body_bytes`
     /// (default: `limits.max_body_bytes`). The render asks Envoy for one byte more, so a body
     /// cut exactly at the limit is judged too large, never complete.

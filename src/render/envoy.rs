@@ -57,6 +57,7 @@ pub fn envoy_bootstrap(config: &Config, opts: &EnvoyOptions) -> Result<String, R
     }
     let mut clusters = vec![authz_cluster(
         opts.authz_address.as_ref().unwrap_or(&e.authz_address),
+        e.check_streams_per_connection,
     )];
     for r in &config.resources {
         let upstream = opts
@@ -426,13 +427,20 @@ fn session_filter(config: &Config) -> Value {
 }
 
 /// ext_authz speaks gRPC, which needs HTTP/2 to mcp-authz (Envoy ext_authz docs).
-fn authz_cluster((host, port): &(String, u16)) -> Value {
+/// mcp-authz over HTTP/2. Envoy keeps one connection per worker thread and adds one when
+/// `max_concurrent_streams` are in flight on each (`envoy.check_streams_per_connection`);
+/// mcp-authz serves each connection on one worker thread (`app.rs`).
+fn authz_cluster((host, port): &(String, u16), streams: Option<u32>) -> Value {
+    let h2 = match streams {
+        Some(n) => obj([("max_concurrent_streams", n.into())]),
+        None => obj([]),
+    };
     cluster(
         AUTHZ_CLUSTER,
         host,
         *port,
         AUTHZ_CONNECT_TIMEOUT,
-        obj([("http2_protocol_options", obj([]))]),
+        obj([("http2_protocol_options", h2)]),
     )
 }
 

@@ -235,6 +235,24 @@ fn identity_headers_are_stripped_before_any_filter_and_the_routes_say_so() {
 }
 
 #[test]
+fn check_streams_per_connection_bounds_the_authz_cluster() {
+    let h2 = |doc: &Value| {
+        cluster(doc, AUTHZ_CLUSTER)["typed_extension_protocol_options"]
+            ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["explicit_http_config"]
+            ["http2_protocol_options"]
+            .clone()
+    };
+    let doc = render(&config(ONE), &EnvoyOptions::default());
+    assert!(h2(&doc).get("max_concurrent_streams").is_none());
+    let c = config(&ONE.replace("envoy:\n", "envoy:\n  check_streams_per_connection: 4\n"));
+    let doc = render(&c, &EnvoyOptions::default());
+    assert_eq!(h2(&doc)["max_concurrent_streams"].as_u64(), Some(4));
+    let zero = ONE.replace("envoy:\n", "envoy:\n  check_streams_per_connection: 0\n");
+    let err = Config::from_yaml(&zero).unwrap_err().to_string();
+    assert!(err.contains("check_streams_per_connection"), "{err}");
+}
+
+#[test]
 fn session_binding_adds_a_response_headers_only_ext_proc_filter() {
     let names = |c: &Config| -> Vec<String> {
         hcm(&render(c, &EnvoyOptions::default()))["http_filters"]
