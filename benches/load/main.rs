@@ -4,11 +4,14 @@
 //!
 //! `cargo bench --bench load -- [all|direct|envoy|memory] [options]`
 
+mod ceiling;
 mod direct;
 mod envoy;
 mod fixture;
 mod http1;
+mod paths;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
@@ -18,8 +21,10 @@ use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
 use prost::bytes::Bytes;
 
+use ceiling::{CEILED, NEW_ROWS};
 use direct::{Headers, Load, Outcome, Pick};
 use fixture::{FILES_HOST, Keys, Ports, Service, TOOLS_HOST, claims, mib};
+use mcp_authz::config::Alg;
 use mcp_authz::pb::envoy::service::auth::v3::{
     CheckRequest, CheckResponse, authorization_client::AuthorizationClient,
     authorization_server::AuthorizationServer,
@@ -44,6 +49,14 @@ struct Args {
     /// One-use RS256 tokens for the distinct-token flood (the cache holds 50,000 by default).
     #[arg(long, default_value_t = 60_000)]
     distinct_tokens: usize,
+    /// One-use ML-DSA-65 tokens, opaque tokens and DPoP proofs for the `mldsa-first`,
+    /// `introspect-miss` and `dpop` rows (each ends after `--seconds` or when they are used up).
+    #[arg(long, default_value_t = 40_000)]
+    one_use_tokens: usize,
+    /// CPU seconds for each in-process measurement a ceiling is made of (verification alone,
+    /// the bare introspection client).
+    #[arg(long, default_value_t = 2.0)]
+    alone_seconds: f64,
     /// Tokens cached for the memory measurement.
     #[arg(long, default_value_t = 100_000)]
     cached_tokens: usize,
@@ -80,7 +93,9 @@ struct Args {
     /// The Envoy binary (default: the project venv's real binary).
     #[arg(long)]
     envoy: Option<PathBuf>,
-    /// Direct: run only the scenarios whose name contains this.
+    /// Direct: run only these rows (comma-separated ids): null repeated half all-headers
+    /// deny10 body worker1 distinct mldsa-first mldsa-cached introspect-hit introspect-miss
+    /// dpop. A row with a ceiling also runs the rows its ceiling is made of (null, repeated).
     #[arg(long)]
     only: Option<String>,
     /// Run mcp-authz under this command, e.g. "valgrind --tool=callgrind" (profiling).
@@ -156,8 +171,19 @@ impl Setup {
     }
 
     fn service(&self, name: &str, cache: usize, env: &[(&str, &str)]) -> (Service, Ports) {
+        self.service_with(name, cache, env, "")
+    }
+
+    /// With `resources` appended to the configuration's `resources:` list.
+    fn service_with(
+        &self,
+        name: &str,
+        cache: usize,
+        env: &[(&str, &str)],
+        resources: &str,
+    ) -> (Service, Ports) {
         let ports = Ports::pick();
-        let yaml = fixture::config_yaml(&ports, &self.jwks_file, cache, self.identity);
+        let yaml = fixture::config_yaml(&ports, &self.jwks_file, cache, self.identity) + resources;
         (
             Service::start(&self.dir, name, &yaml, env, self.wrap.as_deref()),
             ports,
@@ -190,6 +216,8 @@ struct Scenario {
     env: Vec<(&'static str, &'static str)>,
     /// Against the null server instead of mcp-authz (the floor on this machine).
     null: bool,
+    /// Resources appended to the configuration (the new token paths' rows).
+    resources: String,
 }
 
 async fn run_scenario(s: &Setup, sc: Scenario) -> (Outcome, f64, f64) {
@@ -198,7 +226,7 @@ async fn run_scenario(s: &Setup, sc: Scenario) -> (Outcome, f64, f64) {
     let service = if sc.null {
         Service::null(&s.dir, &sc.env)
     } else {
-        s.service("direct", 50_000, &sc.env).0
+        s.service_with("direct", 50_000, &sc.env, &sc.resources).0
     };
     let o = direct::run(&service, Arc::new(sc.requests), sc.pick, sc.load).await;
     // Let the runtime close the client connections, so the service drains at once on SIGTERM.
@@ -224,11 +252,14 @@ async fn run_direct(args: &Args, s: &Setup) {
         duration: Duration::from_secs_f64(args.seconds),
         rate: None,
     };
-    let wanted = |id: &str| {
+    let listed = |id: &str| {
         args.only
             .as_deref()
             .is_none_or(|o| o.split(',').any(|w| w.trim() == id))
     };
+    // A row printed with a ceiling needs the rows that ceiling is made of.
+    let ceiled = CEILED.iter().any(|id| listed(id));
+    let wanted = |id: &str| listed(id) || (ceiled && (id == "null" || id == "repeated"));
     let ok = s.keys.rs256(&claims(0, "files:list files:read"));
     let low = s.keys.rs256(&claims(1, "openid profile"));
     let req = |token: &str, headers| {
@@ -245,6 +276,7 @@ async fn run_direct(args: &Args, s: &Setup) {
         load,
         env: vec![],
         null: false,
+        resources: String::new(),
     };
     let mut scenarios = vec![
         Scenario {
@@ -312,6 +344,38 @@ async fn run_direct(args: &Args, s: &Setup) {
             },
             env: vec![],
             null: false,
+            resources: String::new(),
+        });
+    }
+    let paths = NEW_ROWS
+        .iter()
+        .any(|id| wanted(id))
+        .then(|| paths::Paths::new(&s.dir, &s.jwks_file));
+    // What the ceilings are made of, measured in this process before any row.
+    let secs = args.alone_seconds;
+    let mut alone = ceiling::Alone {
+        rs256: wanted("distinct").then(|| {
+            eprintln!("in process: RS256 verification alone...");
+            paths::verify_alone(&s.keys.jwks()["keys"][0], Alg::RS256, &ok, secs)
+        }),
+        mldsa: None,
+        es256: None,
+        bare: None,
+        endpoint_in_row: None,
+    };
+    if let Some(p) = &paths {
+        alone.mldsa = wanted("mldsa-first").then(|| {
+            eprintln!("in process: ML-DSA-65 verification alone...");
+            p.mldsa_alone(secs)
+        });
+        alone.es256 = wanted("dpop").then(|| {
+            eprintln!("in process: ES256 proof signature verification alone...");
+            p.es256_alone(secs)
+        });
+        // 16 in flight: mcp-authz's default `introspection.max_concurrent`.
+        alone.bare = wanted("introspect-miss").then(|| {
+            eprintln!("in process: a bare client's introspection round trip...");
+            p.endpoint.bare_client(16, secs)
         });
     }
 
@@ -319,20 +383,33 @@ async fn run_direct(args: &Args, s: &Setup) {
     println!(
         "{} streams over {} HTTP/2 connections, {} s measured after 1 s warm-up (the distinct \
          row: until its tokens are used up); a fresh server process per row; latency is the \
-         client's, from send to response.\n",
-        args.concurrency, args.connections, args.seconds
+         client's, from send to response.{}\n",
+        args.concurrency,
+        args.connections,
+        args.seconds,
+        if paths.is_some() {
+            " The one-use rows of the new token paths (ML-DSA-65 first-seen, introspection \
+             miss, DPoP) end after the same time or when their one-use tokens or proofs are \
+             used up; their resources (`pq`, `opaque`, `dpop`) are added to the configuration \
+             of those rows only."
+        } else {
+            ""
+        }
     );
     println!(
         "| scenario | checks/s | p50 | p90 | p99 | max | server CPU µs/check | load-gen CPU µs/check | peak RSS | allow/deny/error |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
+    // Server CPU µs per Check of each row run.
+    let mut cpu: HashMap<&'static str, f64> = HashMap::new();
     for sc in scenarios {
         let half = sc.id == "repeated" && wanted("half");
         if !wanted(sc.id) {
             continue;
         }
-        let name = sc.name.clone();
+        let (id, name) = (sc.id, sc.name.clone());
         let (o, entries, evictions) = run_scenario(s, sc).await;
+        cpu.insert(id, o.cpu_per_check());
         let label = if name.starts_with("distinct") {
             format!("{name}: {entries:.0} entries, {evictions:.0} evictions after")
         } else {
@@ -360,6 +437,11 @@ async fn run_direct(args: &Args, s: &Setup) {
             println!("{}", direct_row(&name, &o));
         }
     }
+    if let Some(p) = &paths {
+        alone.endpoint_in_row =
+            ceiling::run_new_rows(s, p, load, args.one_use_tokens, &wanted, &mut cpu).await;
+    }
+    ceiling::print(&cpu, &alone);
 }
 
 async fn run_memory(args: &Args, s: &Setup) {
@@ -519,6 +601,30 @@ async fn run_envoy(args: &Args, s: &Setup) {
             .expect("answer");
         assert_eq!(status, 200, "{}: first request answered {status}", v.name);
     }
+    // The null server on the per-tool route must receive the body mcp-authz receives there
+    // (the ceiling of the per-tool row is a null server given the same work to receive).
+    let tools_null = variants
+        .iter()
+        .position(|v| v.chain == envoy::Chain::Null { legacy: false } && v.host == TOOLS_HOST);
+    let tools_authz = variants
+        .iter()
+        .position(|v| v.chain == envoy::Chain::McpAuthz { legacy: false } && v.host == TOOLS_HOST);
+    if let Some(i) = tools_null {
+        let v = &variants[i];
+        let request = envoy::request(v.host, &token);
+        envoy::NULL_LAST_BODY.store(0, std::sync::atomic::Ordering::Relaxed);
+        let mut c = http1::Conn::connect(([127, 0, 0, 1], v.port()).into())
+            .await
+            .expect("connect");
+        let status = c.round_trip(&request).await.expect("answer");
+        assert_eq!(status, 200, "{}", v.name);
+        assert_eq!(
+            envoy::NULL_LAST_BODY.load(std::sync::atomic::Ordering::Relaxed),
+            envoy::body_len(&request),
+            "{}: the null server did not receive the request body",
+            v.name
+        );
+    }
     let authz_port = variants
         .iter()
         .find(|v| v.chain == envoy::Chain::McpAuthz { legacy: false })
@@ -551,6 +657,8 @@ async fn run_envoy(args: &Args, s: &Setup) {
     let mut tallies: Vec<envoy::Tally> = variants.iter().map(|_| envoy::Tally::new()).collect();
     // Throughput of each variant in each round, for ratios paired within a round.
     let mut per_round: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    // Checks that reached a null server with the request body, per variant.
+    let mut bodies: Vec<u64> = vec![0; variants.len()];
     let n = variants.len();
     for r in 0..args.rounds {
         // Each round starts one variant later, so no variant always runs in the same position
@@ -559,6 +667,7 @@ async fn run_envoy(args: &Args, s: &Setup) {
             let (v, t) = (&variants[i], &mut tallies[i]);
             let (requests, seconds) = (t.requests, t.seconds);
             eprintln!("envoy: round {}/{}: {}", r + 1, args.rounds, v.name);
+            let bodies_before = envoy::NULL_BODIES.load(std::sync::atomic::Ordering::Relaxed);
             envoy::round(
                 v,
                 &token,
@@ -570,6 +679,8 @@ async fn run_envoy(args: &Args, s: &Setup) {
             )
             .await;
             per_round[i].push((t.requests - requests) as f64 / (t.seconds - seconds).max(1e-9));
+            bodies[i] +=
+                envoy::NULL_BODIES.load(std::sync::atomic::Ordering::Relaxed) - bodies_before;
         }
     }
     if pinned {
@@ -630,16 +741,7 @@ async fn run_envoy(args: &Args, s: &Setup) {
         } else {
             "—".into()
         };
-        let mut paired: Vec<f64> = per_round[i]
-            .iter()
-            .zip(&per_round[ceiling])
-            .map(|(rps, c)| rps / c.max(1e-9))
-            .collect();
-        paired.sort_by(f64::total_cmp);
-        let paired = match (paired.first(), paired.last()) {
-            (Some(lo), Some(hi)) => format!("{:.3} [{lo:.3}–{hi:.3}]", paired[paired.len() / 2]),
-            _ => "—".into(),
-        };
+        let paired = paired(&per_round[i], &per_round[ceiling]);
         println!(
             "| {} | {:.0} | {} | {} | {:.1} | {server} | {bytes} | {:.3} | {paired} | {:.2} | {:.2} | {} |",
             v.name,
@@ -652,6 +754,32 @@ async fn run_envoy(args: &Args, s: &Setup) {
             t.rps() / tallies[none].rps(),
             t.errors
         );
+    }
+    if let (Some(n), Some(a)) = (tools_null, tools_authz) {
+        println!(
+            "\nPer-tool route (body): the null server there received the {}-byte request body, \
+             as mcp-authz does (checked before measuring; {} body-carrying Checks reached it \
+             during its rounds, warm-up included). mcp-authz ÷ that null server, per-round \
+             paired req/s: {} (issue 15 target ≥ 0.95×); whole-run req/s ratio {:.3}.",
+            envoy::body_len(&envoy::request(TOOLS_HOST, &token)),
+            bodies[n],
+            paired(&per_round[a], &per_round[n]),
+            tallies[a].rps() / tallies[n].rps().max(1e-9)
+        );
+    }
+}
+
+/// `rows[r] / ceiling[r]` per round: "median [min–max]".
+fn paired(rows: &[f64], ceiling: &[f64]) -> String {
+    let mut paired: Vec<f64> = rows
+        .iter()
+        .zip(ceiling)
+        .map(|(rps, c)| rps / c.max(1e-9))
+        .collect();
+    paired.sort_by(f64::total_cmp);
+    match (paired.first(), paired.last()) {
+        (Some(lo), Some(hi)) => format!("{:.3} [{lo:.3}–{hi:.3}]", paired[paired.len() / 2]),
+        _ => "—".into(),
     }
 }
 
