@@ -35,7 +35,8 @@ fn on(resource: &str, host: &str, token: &str) -> Bytes {
 }
 
 /// Run the new rows `wanted` says, each printed in the direct table; their server CPU per Check
-/// goes into `cpu`. Returns the endpoint's own CPU per call during `introspect-miss`.
+/// goes into `cpu`. Returns the endpoint's own CPU per call during `introspect-miss`, and its
+/// calls per Check there.
 pub async fn run_new_rows(
     s: &Setup,
     p: &Paths,
@@ -43,7 +44,7 @@ pub async fn run_new_rows(
     one_use: usize,
     wanted: &dyn Fn(&str) -> bool,
     cpu: &mut HashMap<&'static str, f64>,
-) -> Option<f64> {
+) -> Option<(f64, f64)> {
     let n = one_use;
     let mut endpoint = None;
     for id in NEW_ROWS {
@@ -106,6 +107,16 @@ pub async fn run_new_rows(
             }
             _ => unreachable!("every new row is matched"),
         };
+        // One-use rows start measuring at once, as the `distinct` row does: every Check is
+        // first-seen, there is nothing to warm up but the connections.
+        let load = if pick == Pick::Once {
+            Load {
+                warmup: std::time::Duration::ZERO,
+                ..load
+            }
+        } else {
+            load
+        };
         let before = p.endpoint.usage();
         let (o, _, _) = run_scenario(
             s,
@@ -122,7 +133,11 @@ pub async fn run_new_rows(
         )
         .await;
         if id == "introspect-miss" {
-            endpoint = Some(p.endpoint.usage().per_call_since(before));
+            let after = p.endpoint.usage();
+            endpoint = Some((
+                after.per_call_since(before),
+                after.calls_since(before) as f64 / o.checks.max(1) as f64,
+            ));
         }
         println!("{}", direct_row(&name, &o));
         cpu.insert(id, o.cpu_per_check());
@@ -136,8 +151,8 @@ pub struct Alone {
     pub mldsa: Option<f64>,
     pub es256: Option<f64>,
     pub bare: Option<BareClient>,
-    /// The endpoint's CPU per call during `introspect-miss`.
-    pub endpoint_in_row: Option<f64>,
+    /// The endpoint's CPU per call during `introspect-miss`, and its calls per Check there.
+    pub endpoint_in_row: Option<(f64, f64)>,
 }
 
 /// The ceilings table: each row next to its ceiling from the same run.
@@ -209,11 +224,11 @@ pub fn print(cpu: &HashMap<&str, f64>, alone: &Alone) {
         "repeated (cached bearer RS256) + ES256 proof verification",
         sum(repeated, alone.es256),
     );
-    if let Some(e) = alone.endpoint_in_row {
+    if let Some((e, calls)) = alone.endpoint_in_row {
         println!(
             "\nThe introspection endpoint runs in the load generator's process on its own thread: \
-             {e:.1} µs CPU per call during `introspect-miss`, not in the server column (it is in \
-             the load-gen column)."
+             during `introspect-miss` it answered {calls:.2} calls per Check at {e:.1} µs CPU per \
+             call, not in the server column (it is in the load-gen column)."
         );
     }
 }

@@ -51,7 +51,7 @@ struct Args {
     distinct_tokens: usize,
     /// One-use ML-DSA-65 tokens, opaque tokens and DPoP proofs for the `mldsa-first`,
     /// `introspect-miss` and `dpop` rows (each ends after `--seconds` or when they are used up).
-    #[arg(long, default_value_t = 40_000)]
+    #[arg(long, default_value_t = 60_000)]
     one_use_tokens: usize,
     /// CPU seconds for each in-process measurement a ceiling is made of (verification alone,
     /// the bare introspection client).
@@ -389,8 +389,8 @@ async fn run_direct(args: &Args, s: &Setup) {
         args.seconds,
         if paths.is_some() {
             " The one-use rows of the new token paths (ML-DSA-65 first-seen, introspection \
-             miss, DPoP) end after the same time or when their one-use tokens or proofs are \
-             used up; their resources (`pq`, `opaque`, `dpop`) are added to the configuration \
+             miss, DPoP) have no warm-up and end after the same time or when their one-use \
+             tokens or proofs are used up; their resources (`pq`, `opaque`, `dpop`) are added to the configuration \
              of those rows only."
         } else {
             ""

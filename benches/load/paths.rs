@@ -217,6 +217,10 @@ impl Usage {
     pub fn per_call_since(self, before: Usage) -> f64 {
         (self.cpu_us - before.cpu_us) as f64 / (self.calls - before.calls).max(1) as f64
     }
+
+    pub fn calls_since(self, before: Usage) -> u64 {
+        self.calls - before.calls
+    }
 }
 
 impl Endpoint {
