@@ -558,7 +558,9 @@ impl Authorization for Null {
             .as_ref()
             .and_then(|a| a.request.as_ref())
             .and_then(|r| r.http.as_ref())
-            .map_or(0, |h| h.raw_body.len());
+            // `raw_body` with `pack_as_bytes`, else the UTF-8 `body`: Envoy 1.40 sends the
+            // per-tool route's body as `body` although the route asks for `pack_as_bytes`.
+            .map_or(0, |h| h.raw_body.len().max(h.body.len()));
         if body > 0 {
             NULL_BODIES.fetch_add(1, Ordering::Relaxed);
             NULL_LAST_BODY.store(body, Ordering::Relaxed);
