@@ -213,11 +213,13 @@ pub async fn run(args: &Args, s: &Setup) {
         "One Envoy process, one listener per chain, {} rounds × {} s per variant, variants \
          alternating (each round starts one variant later); per-round ratios pair a variant \
          with the ceiling measured in the same round; {} keep-alive HTTP/1.1 connections, closed loop; the same RS256 token; \
-         `POST /mcp` with a 58-byte JSON-RPC body (per-tool rows: `tools/call`, 119 bytes, \
+         `POST /mcp` with a {}-byte JSON-RPC body (per-tool rows: `tools/call`, {} bytes, \
          Mcp-Method/Mcp-Name). {}\n",
         args.rounds,
         args.round_seconds,
         args.http_connections,
+        envoy::body_len(&envoy::request(FILES_HOST, &token)),
+        envoy::body_len(&envoy::request(TOOLS_HOST, &token)),
         if pinned {
             "Envoy pinned to CPU 0; load generator, upstream, null server and mcp-authz on CPU 1."
         } else {
