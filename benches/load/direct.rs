@@ -132,6 +132,21 @@ pub fn check_request(
     Bytes::from(req.encode_to_vec())
 }
 
+/// `request` (from `check_request`) with `headers` added, e.g. a `DPoP` authorization and proof.
+pub fn with_headers(request: &Bytes, headers: &[(&str, &str)]) -> Bytes {
+    let mut req = CheckRequest::decode(request.clone()).expect("a CheckRequest");
+    let http = req
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+        .expect("an HTTP request");
+    for (k, v) in headers {
+        http.headers.insert((*k).to_owned(), (*v).to_owned());
+    }
+    Bytes::from(req.encode_to_vec())
+}
+
 /// How requests are taken from the list.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Pick {

@@ -7,6 +7,7 @@ use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -535,6 +536,12 @@ impl Drop for Envoy {
     }
 }
 
+/// Checks that carried a request body, and the last such body's length, over every null
+/// server in this process: shows the null server on the per-tool route receives the body
+/// mcp-authz receives there (the same rendered route, `with_request_body`).
+pub static NULL_BODIES: AtomicU64 = AtomicU64::new(0);
+pub static NULL_LAST_BODY: AtomicUsize = AtomicUsize::new(0);
+
 /// The ceiling: allows everything at once, with no headers and no metadata (or, given one,
 /// with a canned answer).
 pub struct Null(pub Option<CheckResponse>);
@@ -543,8 +550,21 @@ pub struct Null(pub Option<CheckResponse>);
 impl Authorization for Null {
     async fn check(
         &self,
-        _: tonic::Request<CheckRequest>,
+        req: tonic::Request<CheckRequest>,
     ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+        let body = req
+            .get_ref()
+            .attributes
+            .as_ref()
+            .and_then(|a| a.request.as_ref())
+            .and_then(|r| r.http.as_ref())
+            // `raw_body` with `pack_as_bytes`, else the UTF-8 `body`: Envoy 1.40 sends the
+            // per-tool route's body as `body` although the route asks for `pack_as_bytes`.
+            .map_or(0, |h| h.raw_body.len().max(h.body.len()));
+        if body > 0 {
+            NULL_BODIES.fetch_add(1, Ordering::Relaxed);
+            NULL_LAST_BODY.store(body, Ordering::Relaxed);
+        }
         Ok(tonic::Response::new(self.0.clone().unwrap_or(
             CheckResponse {
                 status: Some(rpc::Status {
@@ -614,6 +634,14 @@ pub fn request(host: &str, token: &str) -> Vec<u8> {
         body.len()
     )
     .into_bytes()
+}
+
+/// The length of `request`'s body (after the blank line).
+pub fn body_len(request: &[u8]) -> usize {
+    request
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(0, |i| request.len() - i - 4)
 }
 
 /// Decisions that depend on what the rendered config sends mcp-authz (headers, and the body

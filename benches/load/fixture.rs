@@ -92,29 +92,34 @@ impl Keys {
     }
 
     fn many(&self, n: usize, mint: impl Fn(usize) -> String + Sync) -> Vec<String> {
-        let threads = std::thread::available_parallelism().map_or(2, |p| p.get());
-        let chunk = n.div_ceil(threads).max(1);
-        let mint = &mint;
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (0..n)
-                .step_by(chunk)
-                .map(|start| {
-                    s.spawn(move || {
-                        (start..(start + chunk).min(n))
-                            .map(mint)
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().expect("minting thread"))
-                .collect()
-        })
+        many(n, mint)
     }
 }
 
-fn signing_input(alg: &str, kid: &str, claims: &Value) -> String {
+/// `n` strings minted on every core.
+pub fn many(n: usize, mint: impl Fn(usize) -> String + Sync) -> Vec<String> {
+    let threads = std::thread::available_parallelism().map_or(2, |p| p.get());
+    let chunk = n.div_ceil(threads).max(1);
+    let mint = &mint;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .step_by(chunk)
+            .map(|start| {
+                s.spawn(move || {
+                    (start..(start + chunk).min(n))
+                        .map(mint)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("minting thread"))
+            .collect()
+    })
+}
+
+pub fn signing_input(alg: &str, kid: &str, claims: &Value) -> String {
     let header = json!({"alg": alg, "kid": kid, "typ": "at+jwt"});
     format!(
         "{}.{}",
@@ -126,11 +131,16 @@ fn signing_input(alg: &str, kid: &str, claims: &Value) -> String {
 /// RFC 9068 access-token claims as an IAM issues them, for both resources (`aud` array);
 /// `n` makes `sub` and `jti` (so the token) distinct.
 pub fn claims(n: u64, scope: &str) -> Value {
+    claims_for(n, scope, ISSUER, &[FILES_URI, TOOLS_URI])
+}
+
+/// The same claims from issuer `iss` for the audiences `aud`.
+pub fn claims_for(n: u64, scope: &str, iss: &str, aud: &[&str]) -> Value {
     let now = unix_now();
     json!({
-        "iss": ISSUER,
+        "iss": iss,
         "sub": format!("user-{n:08}-2f4b-4a53-9c1e-5b7f0c7d9e21"),
-        "aud": [FILES_URI, TOOLS_URI],
+        "aud": aud,
         "exp": now + 3600,
         "iat": now,
         "jti": format!("{n:016x}"),

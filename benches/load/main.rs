@@ -4,11 +4,15 @@
 //!
 //! `cargo bench --bench load -- [all|direct|envoy|memory] [options]`
 
+mod ceiling;
 mod direct;
 mod envoy;
 mod fixture;
 mod http1;
+mod paths;
+mod through_envoy;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
@@ -18,13 +22,11 @@ use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
 use prost::bytes::Bytes;
 
+use ceiling::{CEILED, NEW_ROWS};
 use direct::{Headers, Load, Outcome, Pick};
 use fixture::{FILES_HOST, Keys, Ports, Service, TOOLS_HOST, claims, mib};
-use mcp_authz::pb::envoy::service::auth::v3::{
-    CheckRequest, CheckResponse, authorization_client::AuthorizationClient,
-    authorization_server::AuthorizationServer,
-};
-use prost::Message;
+use mcp_authz::config::Alg;
+use mcp_authz::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 
 #[derive(Parser)]
 #[command(about = "mcp-authz load benchmark (see benches/BENCHMARKS.md)")]
@@ -44,6 +46,14 @@ struct Args {
     /// One-use RS256 tokens for the distinct-token flood (the cache holds 50,000 by default).
     #[arg(long, default_value_t = 60_000)]
     distinct_tokens: usize,
+    /// One-use ML-DSA-65 tokens, opaque tokens and DPoP proofs for the `mldsa-first`,
+    /// `introspect-miss` and `dpop` rows (each ends after `--seconds` or when they are used up).
+    #[arg(long, default_value_t = 60_000)]
+    one_use_tokens: usize,
+    /// CPU seconds for each in-process measurement a ceiling is made of (verification alone,
+    /// the bare introspection client).
+    #[arg(long, default_value_t = 2.0)]
+    alone_seconds: f64,
     /// Tokens cached for the memory measurement.
     #[arg(long, default_value_t = 100_000)]
     cached_tokens: usize,
@@ -80,7 +90,9 @@ struct Args {
     /// The Envoy binary (default: the project venv's real binary).
     #[arg(long)]
     envoy: Option<PathBuf>,
-    /// Direct: run only the scenarios whose name contains this.
+    /// Direct: run only these rows (comma-separated ids): null repeated half all-headers
+    /// deny10 body worker1 distinct mldsa-first mldsa-cached introspect-hit introspect-miss
+    /// dpop. A row with a ceiling also runs the rows its ceiling is made of (null, repeated).
     #[arg(long)]
     only: Option<String>,
     /// Run mcp-authz under this command, e.g. "valgrind --tool=callgrind" (profiling).
@@ -156,8 +168,19 @@ impl Setup {
     }
 
     fn service(&self, name: &str, cache: usize, env: &[(&str, &str)]) -> (Service, Ports) {
+        self.service_with(name, cache, env, "")
+    }
+
+    /// With `resources` appended to the configuration's `resources:` list.
+    fn service_with(
+        &self,
+        name: &str,
+        cache: usize,
+        env: &[(&str, &str)],
+        resources: &str,
+    ) -> (Service, Ports) {
         let ports = Ports::pick();
-        let yaml = fixture::config_yaml(&ports, &self.jwks_file, cache, self.identity);
+        let yaml = fixture::config_yaml(&ports, &self.jwks_file, cache, self.identity) + resources;
         (
             Service::start(&self.dir, name, &yaml, env, self.wrap.as_deref()),
             ports,
@@ -190,6 +213,8 @@ struct Scenario {
     env: Vec<(&'static str, &'static str)>,
     /// Against the null server instead of mcp-authz (the floor on this machine).
     null: bool,
+    /// Resources appended to the configuration (the new token paths' rows).
+    resources: String,
 }
 
 async fn run_scenario(s: &Setup, sc: Scenario) -> (Outcome, f64, f64) {
@@ -198,7 +223,7 @@ async fn run_scenario(s: &Setup, sc: Scenario) -> (Outcome, f64, f64) {
     let service = if sc.null {
         Service::null(&s.dir, &sc.env)
     } else {
-        s.service("direct", 50_000, &sc.env).0
+        s.service_with("direct", 50_000, &sc.env, &sc.resources).0
     };
     let o = direct::run(&service, Arc::new(sc.requests), sc.pick, sc.load).await;
     // Let the runtime close the client connections, so the service drains at once on SIGTERM.
@@ -224,11 +249,14 @@ async fn run_direct(args: &Args, s: &Setup) {
         duration: Duration::from_secs_f64(args.seconds),
         rate: None,
     };
-    let wanted = |id: &str| {
+    let listed = |id: &str| {
         args.only
             .as_deref()
             .is_none_or(|o| o.split(',').any(|w| w.trim() == id))
     };
+    // A row printed with a ceiling needs the rows that ceiling is made of.
+    let ceiled = CEILED.iter().any(|id| listed(id));
+    let wanted = |id: &str| listed(id) || (ceiled && (id == "null" || id == "repeated"));
     let ok = s.keys.rs256(&claims(0, "files:list files:read"));
     let low = s.keys.rs256(&claims(1, "openid profile"));
     let req = |token: &str, headers| {
@@ -245,6 +273,7 @@ async fn run_direct(args: &Args, s: &Setup) {
         load,
         env: vec![],
         null: false,
+        resources: String::new(),
     };
     let mut scenarios = vec![
         Scenario {
@@ -312,6 +341,38 @@ async fn run_direct(args: &Args, s: &Setup) {
             },
             env: vec![],
             null: false,
+            resources: String::new(),
+        });
+    }
+    let paths = NEW_ROWS
+        .iter()
+        .any(|id| wanted(id))
+        .then(|| paths::Paths::new(&s.dir, &s.jwks_file));
+    // What the ceilings are made of, measured in this process before any row.
+    let secs = args.alone_seconds;
+    let mut alone = ceiling::Alone {
+        rs256: wanted("distinct").then(|| {
+            eprintln!("in process: RS256 verification alone...");
+            paths::verify_alone(&s.keys.jwks()["keys"][0], Alg::RS256, &ok, secs)
+        }),
+        mldsa: None,
+        es256: None,
+        bare: None,
+        endpoint_in_row: None,
+    };
+    if let Some(p) = &paths {
+        alone.mldsa = wanted("mldsa-first").then(|| {
+            eprintln!("in process: ML-DSA-65 verification alone...");
+            p.mldsa_alone(secs)
+        });
+        alone.es256 = wanted("dpop").then(|| {
+            eprintln!("in process: ES256 proof signature verification alone...");
+            p.es256_alone(secs)
+        });
+        // 16 in flight: mcp-authz's default `introspection.max_concurrent`.
+        alone.bare = wanted("introspect-miss").then(|| {
+            eprintln!("in process: a bare client's introspection round trip...");
+            p.endpoint.bare_client(16, secs)
         });
     }
 
@@ -319,20 +380,33 @@ async fn run_direct(args: &Args, s: &Setup) {
     println!(
         "{} streams over {} HTTP/2 connections, {} s measured after 1 s warm-up (the distinct \
          row: until its tokens are used up); a fresh server process per row; latency is the \
-         client's, from send to response.\n",
-        args.concurrency, args.connections, args.seconds
+         client's, from send to response.{}\n",
+        args.concurrency,
+        args.connections,
+        args.seconds,
+        if paths.is_some() {
+            " The one-use rows of the new token paths (ML-DSA-65 first-seen, introspection \
+             miss, DPoP) have no warm-up and end after the same time or when their one-use \
+             tokens or proofs are used up; their resources (`pq`, `opaque`, `dpop`) are added to the configuration \
+             of those rows only."
+        } else {
+            ""
+        }
     );
     println!(
         "| scenario | checks/s | p50 | p90 | p99 | max | server CPU µs/check | load-gen CPU µs/check | peak RSS | allow/deny/error |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
+    // Server CPU µs per Check of each row run.
+    let mut cpu: HashMap<&'static str, f64> = HashMap::new();
     for sc in scenarios {
         let half = sc.id == "repeated" && wanted("half");
         if !wanted(sc.id) {
             continue;
         }
-        let name = sc.name.clone();
+        let (id, name) = (sc.id, sc.name.clone());
         let (o, entries, evictions) = run_scenario(s, sc).await;
+        cpu.insert(id, o.cpu_per_check());
         let label = if name.starts_with("distinct") {
             format!("{name}: {entries:.0} entries, {evictions:.0} evictions after")
         } else {
@@ -360,6 +434,11 @@ async fn run_direct(args: &Args, s: &Setup) {
             println!("{}", direct_row(&name, &o));
         }
     }
+    if let Some(p) = &paths {
+        alone.endpoint_in_row =
+            ceiling::run_new_rows(s, p, load, args.one_use_tokens, &wanted, &mut cpu).await;
+    }
+    ceiling::print(&cpu, &alone);
 }
 
 async fn run_memory(args: &Args, s: &Setup) {
@@ -431,230 +510,6 @@ async fn run_memory(args: &Args, s: &Setup) {
     );
 }
 
-fn pin(pid: u32, cpus: &str) {
-    let _ = Command::new("taskset")
-        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
-        .stdout(std::process::Stdio::null())
-        .status();
-}
-
-async fn run_envoy(args: &Args, s: &Setup) {
-    let bin = envoy::find_envoy(args.envoy.as_deref());
-    let (service, ports) = s.service("envoy-authz", 50_000, &[]);
-    let config = mcp_authz::config::Config::from_yaml(&fixture::config_yaml(
-        &ports,
-        &s.jwks_file,
-        50_000,
-        s.identity,
-    ))
-    .expect("config");
-    let token = s.keys.rs256(&claims(0, "files:list files:read"));
-    // mcp-authz's own allow answer for this token, for the null server that mimics it.
-    let answer = {
-        let channel = direct::connect(&service, 1).await.remove(0);
-        let mut client = AuthorizationClient::new(channel);
-        let req = CheckRequest::decode(direct::check_request(
-            "files",
-            FILES_HOST,
-            Some(&token),
-            Headers::Lean,
-            None,
-        ))
-        .expect("request decodes");
-        client
-            .check(req)
-            .await
-            .expect("mcp-authz answers")
-            .into_inner()
-    };
-    let null_server = |name: &str, answer: Option<CheckResponse>| {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.set_nonblocking(true).expect("nonblocking");
-        let addr = l.local_addr().expect("addr");
-        let stat = envoy::spawn_thread(name, move || async move {
-            let l = tokio::net::TcpListener::from_std(l).expect("listener");
-            envoy::serve_null(l, answer).await
-        });
-        (addr, stat)
-    };
-    let (null_addr, null_stat) = null_server("null-authz", None);
-    let mut null_rich_addrs = vec![];
-    let mut null_rich_stats = vec![];
-    for a in envoy::Answer::ALL {
-        let (addr, stat) = null_server(a.cluster(), Some(a.of(&answer)));
-        null_rich_addrs.push((a, addr));
-        null_rich_stats.push((a, stat));
-    }
-    let up = std::net::TcpListener::bind(("127.0.0.1", ports.upstream)).expect("bind upstream");
-    up.set_nonblocking(true).expect("nonblocking");
-    envoy::spawn_thread("upstream", move || async move {
-        let l = tokio::net::TcpListener::from_std(up).expect("listener");
-        envoy::serve_upstream(l).await
-    });
-    let mut variants =
-        envoy::variants(!args.skip_tools, !args.skip_legacy, !args.skip_answer_parts);
-    let yaml = envoy::bootstrap(
-        &config,
-        service.grpc,
-        null_addr,
-        &null_rich_addrs,
-        &s.jwks,
-        &mut variants,
-    );
-    let pinned = !args.no_pin && std::thread::available_parallelism().map_or(1, |p| p.get()) >= 2;
-    let admin = ([127, 0, 0, 1], ports.envoy_admin).into();
-    let proxy = envoy::Envoy::start(&bin, &s.dir, &yaml, admin, pinned.then_some("0"));
-    if pinned {
-        pin(std::process::id(), "1");
-        pin(service.pid(), "1");
-    }
-    // Every variant must answer 200 before anything is measured.
-    for v in &variants {
-        let mut c = http1::Conn::connect(([127, 0, 0, 1], v.port()).into())
-            .await
-            .expect("connect");
-        let status = c
-            .round_trip(&envoy::request(v.host, &token))
-            .await
-            .expect("answer");
-        assert_eq!(status, 200, "{}: first request answered {status}", v.name);
-    }
-    let authz_port = variants
-        .iter()
-        .find(|v| v.chain == envoy::Chain::McpAuthz { legacy: false })
-        .expect("mcp-authz variant")
-        .port();
-    let probes = envoy::probes(authz_port, &token).await;
-    for (name, want, got) in &probes {
-        assert_eq!(got, want, "decision through Envoy changed: {name}");
-    }
-    if let Some(hold) = args.hold_seconds {
-        println!(
-            "envoy pid {}, mcp-authz pid {}; token in {}",
-            proxy.pid(),
-            service.pid(),
-            s.dir.join("token").display()
-        );
-        std::fs::write(s.dir.join("token"), &token).expect("write token");
-        for v in &variants {
-            println!("- {}: 127.0.0.1:{} (Host: {})", v.name, v.port(), v.host);
-        }
-        tokio::time::sleep(Duration::from_secs(hold)).await;
-        return;
-    }
-    let procs = envoy::Processes {
-        envoy: &proxy,
-        authz_pid: service.pid(),
-        null_stat: &null_stat,
-        null_rich_stat: &null_rich_stats,
-    };
-    let mut tallies: Vec<envoy::Tally> = variants.iter().map(|_| envoy::Tally::new()).collect();
-    // Throughput of each variant in each round, for ratios paired within a round.
-    let mut per_round: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
-    let n = variants.len();
-    for r in 0..args.rounds {
-        // Each round starts one variant later, so no variant always runs in the same position
-        // (right after the same neighbour, at the same distance from the round's start).
-        for i in (0..n).map(|k| (k + r) % n) {
-            let (v, t) = (&variants[i], &mut tallies[i]);
-            let (requests, seconds) = (t.requests, t.seconds);
-            eprintln!("envoy: round {}/{}: {}", r + 1, args.rounds, v.name);
-            envoy::round(
-                v,
-                &token,
-                args.http_connections,
-                Duration::from_millis(500),
-                Duration::from_secs_f64(args.round_seconds),
-                &procs,
-                t,
-            )
-            .await;
-            per_round[i].push((t.requests - requests) as f64 / (t.seconds - seconds).max(1e-9));
-        }
-    }
-    if pinned {
-        let all = format!(
-            "0-{}",
-            std::thread::available_parallelism().map_or(1, |p| p.get()) - 1
-        );
-        pin(std::process::id(), &all);
-    }
-    let ceiling = variants
-        .iter()
-        .position(|v| v.chain == envoy::Chain::Null { legacy: false } && v.host == FILES_HOST)
-        .expect("ceiling variant");
-    let none = 0;
-    let (c_rps, c_p99) = (
-        tallies[ceiling].rps(),
-        tallies[ceiling].latency.value_at_quantile(0.99) as f64,
-    );
-    println!("\n### Through Envoy 1.40 (--concurrency 1)\n");
-    println!(
-        "Decisions through the rendered config, checked before measuring: {}.\n",
-        probes
-            .iter()
-            .map(|(name, _, _)| *name)
-            .collect::<Vec<_>>()
-            .join("; ")
-    );
-    println!(
-        "One Envoy process, one listener per chain, {} rounds × {} s per variant, variants \
-         alternating (each round starts one variant later); per-round ratios pair a variant \
-         with the ceiling measured in the same round; {} keep-alive HTTP/1.1 connections, closed loop; the same RS256 token; \
-         `POST /mcp` with a 58-byte JSON-RPC body (per-tool rows: `tools/call`, 119 bytes, \
-         Mcp-Method/Mcp-Name). {}\n",
-        args.rounds,
-        args.round_seconds,
-        args.http_connections,
-        if pinned {
-            "Envoy pinned to CPU 0; load generator, upstream, null server and mcp-authz on CPU 1."
-        } else {
-            "No CPU pinning."
-        }
-    );
-    println!(
-        "| variant | req/s | p50 | p99 | Envoy CPU µs/req | authz server CPU µs/req | ext_authz bytes/Check | req/s vs ceiling | per-round vs ceiling: median [min–max] | p99 vs ceiling | req/s vs no auth | errors |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for (i, (v, t)) in variants.iter().zip(&tallies).enumerate() {
-        let p99 = t.latency.value_at_quantile(0.99) as f64;
-        let server = match v.chain {
-            envoy::Chain::McpAuthz { .. } => format!("{:.1}", t.per_request(t.authz_cpu_us)),
-            envoy::Chain::Null { .. } | envoy::Chain::NullRich(_) => {
-                format!("{:.1} (null)", t.per_request(t.null_cpu_us))
-            }
-            _ => "—".into(),
-        };
-        let bytes = if t.authz_rq > 0 {
-            format!("{:.0}", t.authz_tx_bytes as f64 / t.authz_rq as f64)
-        } else {
-            "—".into()
-        };
-        let mut paired: Vec<f64> = per_round[i]
-            .iter()
-            .zip(&per_round[ceiling])
-            .map(|(rps, c)| rps / c.max(1e-9))
-            .collect();
-        paired.sort_by(f64::total_cmp);
-        let paired = match (paired.first(), paired.last()) {
-            (Some(lo), Some(hi)) => format!("{:.3} [{lo:.3}–{hi:.3}]", paired[paired.len() / 2]),
-            _ => "—".into(),
-        };
-        println!(
-            "| {} | {:.0} | {} | {} | {:.1} | {server} | {bytes} | {:.3} | {paired} | {:.2} | {:.2} | {} |",
-            v.name,
-            t.rps(),
-            us(t.latency.value_at_quantile(0.5)),
-            us(t.latency.value_at_quantile(0.99)),
-            t.per_request(t.envoy_cpu_us),
-            t.rps() / c_rps,
-            p99 / c_p99,
-            t.rps() / tallies[none].rps(),
-            t.errors
-        );
-    }
-}
-
 fn main() {
     let args = Args::parse();
     if args.what == What::NullServer {
@@ -718,7 +573,7 @@ fn main() {
             run_memory(&args, &s).await;
         }
         if matches!(args.what, What::All | What::Envoy) {
-            run_envoy(&args, &s).await;
+            through_envoy::run(&args, &s).await;
         }
     });
     println!("\n- load average at end: {}", fixture::load_average());
