@@ -68,33 +68,44 @@ pub enum Chain {
     },
 }
 
-/// Which part of mcp-authz's allow answer a null server sends back.
+/// Which allow answer a null server sends back: mcp-authz's own, or the answer of the previous
+/// defaults (before issue 15) or a part of it — Envoy's cost of applying each.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Answer {
-    /// Identity headers and dynamic metadata, as mcp-authz answers.
+    /// mcp-authz's answer with the shipped defaults, behind the rendered listener.
     Full,
-    /// The identity headers only.
+    /// The previous default answer: 4 identity headers and 8 dynamic-metadata fields.
+    Previous,
+    /// The previous answer's identity headers only.
     Headers,
-    /// The dynamic metadata only.
+    /// The previous answer's dynamic metadata only.
     Metadata,
 }
 
 impl Answer {
-    pub const ALL: [Answer; 3] = [Answer::Full, Answer::Headers, Answer::Metadata];
+    pub const ALL: [Answer; 4] = [
+        Answer::Full,
+        Answer::Previous,
+        Answer::Headers,
+        Answer::Metadata,
+    ];
 
     pub fn cluster(self) -> &'static str {
         match self {
             Answer::Full => "null_rich_authz",
+            Answer::Previous => "null_previous_authz",
             Answer::Headers => "null_headers_authz",
             Answer::Metadata => "null_metadata_authz",
         }
     }
 
-    /// `full` cut down to this part.
-    pub fn of(self, full: &CheckResponse) -> CheckResponse {
-        let mut a = full.clone();
+    /// This answer, from mcp-authz's own (`full`) and the previous default's (`previous`).
+    pub fn of(self, full: &CheckResponse, previous: &CheckResponse) -> CheckResponse {
+        let mut a = match self {
+            Answer::Full => return full.clone(),
+            _ => previous.clone(),
+        };
         match self {
-            Answer::Full => {}
             Answer::Headers => a.dynamic_metadata = None,
             Answer::Metadata => {
                 if let Some(HttpResponse::OkResponse(ok)) = a.http_response.as_mut() {
@@ -102,6 +113,7 @@ impl Answer {
                     ok.headers_to_remove.clear();
                 }
             }
+            _ => {}
         }
         a
     }
@@ -151,12 +163,17 @@ pub fn variants(with_tools: bool, legacy: bool, answer_parts: bool) -> Vec<Varia
     ];
     if answer_parts {
         v.push((
-            "ext_authz → null answering with mcp-authz's identity headers only",
+            "ext_authz → null answering like the previous defaults (4 headers, 8 metadata fields)",
+            Chain::NullRich(Answer::Previous),
+            FILES_HOST,
+        ));
+        v.push((
+            "ext_authz → null answering with the previous identity headers only",
             Chain::NullRich(Answer::Headers),
             FILES_HOST,
         ));
         v.push((
-            "ext_authz → null answering with mcp-authz's dynamic metadata only",
+            "ext_authz → null answering with the previous dynamic metadata only",
             Chain::NullRich(Answer::Metadata),
             FILES_HOST,
         ));

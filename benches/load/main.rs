@@ -80,6 +80,10 @@ struct Args {
     /// its allow is a bare OK.
     #[arg(long)]
     lean_answer: bool,
+    /// Envoy: render with `envoy.check_streams_per_connection: N` (Envoy opens another HTTP/2
+    /// connection to mcp-authz past N Checks in flight; each connection gets a worker thread).
+    #[arg(long)]
+    check_streams: Option<u32>,
     /// Do not pin Envoy to CPU 0 and everything else to CPU 1.
     #[arg(long)]
     no_pin: bool,

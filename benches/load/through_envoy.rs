@@ -25,19 +25,21 @@ fn pin(pid: u32, cpus: &str) {
 pub async fn run(args: &Args, s: &Setup) {
     let bin = envoy::find_envoy(args.envoy.as_deref());
     let (service, ports) = s.service("envoy-authz", 50_000, &[]);
-    let config = mcp_authz::config::Config::from_yaml(&fixture::config_yaml(
+    let mut config = mcp_authz::config::Config::from_yaml(&fixture::config_yaml(
         &ports,
         &s.jwks_file,
         50_000,
         s.identity,
     ))
     .expect("config");
+    config.envoy.check_streams_per_connection = args.check_streams;
     let token = s.keys.rs256(&claims(0, "files:list files:read"));
-    // mcp-authz's own allow answer for this token, for the null server that mimics it.
+    // mcp-authz's own allow answer for this token, for the null server that mimics it: asked
+    // as the rendered listener asks (its routes say the listener strips identity headers).
     let answer = {
         let channel = direct::connect(&service, 1).await.remove(0);
         let mut client = AuthorizationClient::new(channel);
-        let req = CheckRequest::decode(direct::check_request(
+        let mut req = CheckRequest::decode(direct::check_request(
             "files",
             FILES_HOST,
             Some(&token),
@@ -45,12 +47,19 @@ pub async fn run(args: &Args, s: &Setup) {
             None,
         ))
         .expect("request decodes");
+        if let Some(a) = req.attributes.as_mut() {
+            a.context_extensions.insert(
+                mcp_authz::config::IDENTITY_CONTEXT_KEY.into(),
+                mcp_authz::config::IDENTITY_STRIPPED_BY_PROXY.into(),
+            );
+        }
         client
             .check(req)
             .await
             .expect("mcp-authz answers")
             .into_inner()
     };
+    let previous = previous_answer(&answer);
     let null_server = |name: &str, answer: Option<CheckResponse>| {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.set_nonblocking(true).expect("nonblocking");
@@ -65,7 +74,7 @@ pub async fn run(args: &Args, s: &Setup) {
     let mut null_rich_addrs = vec![];
     let mut null_rich_stats = vec![];
     for a in envoy::Answer::ALL {
-        let (addr, stat) = null_server(a.cluster(), Some(a.of(&answer)));
+        let (addr, stat) = null_server(a.cluster(), Some(a.of(&answer, &previous)));
         null_rich_addrs.push((a, addr));
         null_rich_stats.push((a, stat));
     }
@@ -284,4 +293,64 @@ fn paired(rows: &[f64], ceiling: &[f64]) -> String {
         (Some(lo), Some(hi)) => format!("{:.3} [{lo:.3}–{hi:.3}]", paired[paired.len() / 2]),
         _ => "—".into(),
     }
+}
+
+/// What mcp-authz answered for this token with the defaults before issue 15: the subject and
+/// client id headers it sends now, plus `x-mcp-authz-scopes` and `x-mcp-authz-issuer`, and 8
+/// dynamic-metadata fields (what `identity: {scopes_header: …, issuer_header: …,
+/// dynamic_metadata: true}` still answers).
+fn previous_answer(now: &CheckResponse) -> CheckResponse {
+    use mcp_authz::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
+    use mcp_authz::pb::envoy::service::auth::v3::check_response::HttpResponse;
+    use prost_types::{Struct, Value, value::Kind};
+    let mut a = now.clone();
+    let Some(HttpResponse::OkResponse(ok)) = a.http_response.as_mut() else {
+        panic!("mcp-authz did not allow the bench token: {now:?}");
+    };
+    let template = ok.headers.first().expect("an identity header").clone();
+    let value_of = |name: &str| {
+        ok.headers
+            .iter()
+            .filter_map(|h| h.header.as_ref())
+            .find(|h| h.key == name)
+            .map(|h| h.value.clone())
+            .unwrap_or_else(|| panic!("mcp-authz sent no {name}: {now:?}"))
+    };
+    let (sub, client) = (
+        value_of("x-mcp-authz-subject"),
+        value_of("x-mcp-authz-client-id"),
+    );
+    for (k, v) in [
+        ("x-mcp-authz-scopes", "files:list files:read"),
+        ("x-mcp-authz-issuer", fixture::ISSUER),
+    ] {
+        ok.headers.push(HeaderValueOption {
+            header: Some(HeaderValue {
+                key: k.into(),
+                value: v.into(),
+                raw_value: Vec::new(),
+            }),
+            ..template.clone()
+        });
+    }
+    ok.headers_to_remove.clear();
+    let s = |v: &str| Value {
+        kind: Some(Kind::StringValue(v.into())),
+    };
+    a.dynamic_metadata = Some(Struct {
+        fields: [
+            ("decision", s("allow")),
+            ("reason", s("ok")),
+            ("resource", s("files")),
+            ("route", s("mcp")),
+            ("sub", s(&sub)),
+            ("client_id", s(&client)),
+            ("iss", s(fixture::ISSUER)),
+            ("scope", s("files:list files:read")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect(),
+    });
+    a
 }

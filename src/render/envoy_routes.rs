@@ -237,9 +237,13 @@ fn upstream_route(name: String, matcher: Value, r: &Resource, max_request_bytes:
         ]),
     )];
     // The JSON-RPC body (method, tool name) is part of the decision only where the policy has
-    // MCP rules; elsewhere Envoy neither buffers it nor copies it into the Check. Raw bytes so
-    // mcp-authz can parse strictly (duplicate keys); a body over the cap arrives cut and
-    // marked `x-envoy-auth-partial-body: true`, which mcp-authz refuses with 413.
+    // MCP rules; elsewhere Envoy neither buffers it nor copies it into the Check. Raw bytes are
+    // asked for, but Envoy 1.40 sends a per-route body in the UTF-8 `body` field regardless
+    // (seen by the load bench's null server): mcp-authz reads either, parses strictly
+    // (duplicate keys), and a body that is not UTF-8 makes the CheckRequest undecodable, which
+    // is a denial (`authz::DenyUndecodable`) — as JSON must be UTF-8 (RFC 8259 §8.1) for the
+    // MCP server too. A body over the cap arrives cut and marked
+    // `x-envoy-auth-partial-body: true`, which mcp-authz refuses with 413.
     if inspects_body(r) {
         check_settings.push((
             "with_request_body",
