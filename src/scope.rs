@@ -58,6 +58,15 @@ impl Scopes {
     }
 }
 
+impl IntoIterator for Scopes {
+    type Item = String;
+    type IntoIter = std::vec::IntoIter<String>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
 /// Why a scope-carrying claim is unusable: the token is malformed (401 `invalid_token`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ClaimValueError {
@@ -89,9 +98,9 @@ impl ClaimValue {
             Value::Null => Ok(Scopes::default()),
             Value::String(s) if s.is_empty() => Ok(Scopes::default()),
             Value::String(s) => {
-                let items: Vec<&str> = s.split(' ').collect();
-                items.iter().try_for_each(|i| check_item(i))?;
-                Ok(Scopes::new(items.into_iter().map(str::to_owned)))
+                // Every item is checked before any is kept.
+                s.split(' ').try_for_each(check_item)?;
+                Ok(Scopes::new(s.split(' ').map(str::to_owned)))
             }
             Value::Array(items) => {
                 let mut out = Vec::with_capacity(items.len());

@@ -1,11 +1,13 @@
 //! Access-token validation (OAuth 2.1 §5.2, RFC 9068, RFC 8725): structure, issuer, algorithm,
 //! key, signature, time claims, audience, token type; then the granted scopes.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::Value;
 
 use crate::config::{Alg, ClientIdClaim, Resource, ScopeClaim, TrustedIssuer};
@@ -44,25 +46,43 @@ pub enum TokenError {
 
 pub use crate::principal::Principal;
 
+/// A JSON string member, borrowed from the decoded segment when it holds no escapes (serde
+/// borrows a `Cow<str>` only as a direct field, not inside an `Option`; hence this wrapper).
 #[derive(Deserialize)]
-struct Header {
-    alg: String,
-    #[serde(default)]
-    kid: Option<String>,
-    #[serde(default)]
-    typ: Option<String>,
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+impl std::ops::Deref for Text<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The JOSE header. Strings borrow from the decoded segment unless they hold JSON escapes.
+#[derive(Deserialize)]
+struct Header<'a> {
+    #[serde(borrow)]
+    alg: Cow<'a, str>,
+    #[serde(default, borrow)]
+    kid: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    typ: Option<Text<'a>>,
     // RFC 7515 §4.1.11: we understand no extensions, so any `crit` makes the token invalid.
+    // Only its presence matters (`null` is absent), so its value is skipped, not built.
     #[serde(default)]
-    crit: Option<Value>,
+    crit: Option<IgnoredAny>,
     // `jwk`, `jku`, `x5u`, `x5c` are deliberately not read: keys come only from the issuer's JWKS.
 }
 
+/// The claims set. `iss` and `sub` borrow from the decoded segment unless they hold JSON
+/// escapes; the claims whose shape varies stay `Value`s, each checked strictly below.
 #[derive(Deserialize)]
-struct Claims {
-    #[serde(default)]
-    iss: Option<String>,
-    #[serde(default)]
-    sub: Option<String>,
+struct Claims<'a> {
+    #[serde(default, borrow)]
+    iss: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    sub: Option<Text<'a>>,
     #[serde(default)]
     aud: Option<Value>,
     #[serde(default)]
@@ -126,7 +146,7 @@ const ACCESS_TOKEN_KINDS: &[&str] = &[
 /// [`ACCESS_TOKEN_KINDS`]; any other value, or another JSON type (array, number, object),
 /// is refused. (`null` is absent: serde reads it as `None`.) A token bound to a DPoP key may
 /// also say `DPoP` (RFC 9449 §6.2: the introspection `token_type` of a bound token).
-fn check_kind(c: &Claims) -> Result<(), TokenError> {
+fn check_kind(c: &Claims<'_>) -> Result<(), TokenError> {
     let bound = matches!(&c.cnf, Some(Value::Object(o)) if o.contains_key("jkt"));
     let claims = [
         &c.token_type,
@@ -147,17 +167,27 @@ fn check_kind(c: &Claims) -> Result<(), TokenError> {
     Ok(())
 }
 
-/// A token split and decoded, not yet trusted.
-struct Parsed<'t> {
-    header: Header,
-    claims: Claims,
+/// A token split into its segments, header and claims base64url-decoded and checked to be
+/// UTF-8 (RFC 7519 §7.2 steps 2 and 10), not yet parsed.
+struct Decoded<'t> {
+    header: String,
+    claims: String,
+    signing_input: &'t str,
+    signature: &'t str,
+}
+
+/// A token split, decoded and parsed, not yet trusted. Header and claims borrow from the
+/// [`Decoded`] segments, so their strings are not copied again.
+struct Parsed<'d, 't> {
+    header: Header<'d>,
+    claims: Claims<'d>,
     signing_input: &'t str,
     signature: &'t str,
 }
 
 const MAX_KID_LEN: usize = 256;
 
-fn parse(token: &str, max_len: usize) -> Result<Parsed<'_>, TokenError> {
+fn decode(token: &str, max_len: usize) -> Result<Decoded<'_>, TokenError> {
     if token.len() > max_len {
         return Err(TokenError::TooLong);
     }
@@ -171,32 +201,44 @@ fn parse(token: &str, max_len: usize) -> Result<Parsed<'_>, TokenError> {
         return Err(TokenError::Malformed);
     }
     // RFC 7519 §7.2 steps 2 and 10: each segment decodes to UTF-8 JSON. serde_json skips the
-    // strings of members we do not read without validating them, so check the whole text.
-    let decode = |s: &str| {
+    // strings of members we do not read without validating them, so check the whole text
+    // (once: `from_str` below then trusts it).
+    let text = |s: &str| {
         URL_SAFE_NO_PAD
             .decode(s)
             .ok()
-            .filter(|b| std::str::from_utf8(b).is_ok())
+            .and_then(|b| String::from_utf8(b).ok())
             .ok_or(TokenError::Malformed)
     };
-    // Duplicate members of the fields we read are a deserialization error (RFC 7515 §5.2:
-    // reject duplicate header parameter names).
-    let header: Header =
-        serde_json::from_slice(&decode(h64)?).map_err(|_| TokenError::Malformed)?;
-    let claims: Claims =
-        serde_json::from_slice(&decode(p64)?).map_err(|_| TokenError::Malformed)?;
-    if header.crit.is_some() || header.kid.as_ref().is_some_and(|k| k.len() > MAX_KID_LEN) {
-        return Err(TokenError::Malformed);
-    }
-    Ok(Parsed {
-        header,
-        claims,
+    Ok(Decoded {
+        header: text(h64)?,
+        claims: text(p64)?,
         signing_input: &token[..d2],
         signature,
     })
 }
 
-fn verify_with(set: &KeySet, p: &Parsed<'_>, alg: Alg) -> Option<bool> {
+impl<'t> Decoded<'t> {
+    fn parse(&self) -> Result<Parsed<'_, 't>, TokenError> {
+        // Duplicate members of the fields we read are a deserialization error (RFC 7515 §5.2:
+        // reject duplicate header parameter names).
+        let header: Header<'_> =
+            serde_json::from_str(&self.header).map_err(|_| TokenError::Malformed)?;
+        let claims: Claims<'_> =
+            serde_json::from_str(&self.claims).map_err(|_| TokenError::Malformed)?;
+        if header.crit.is_some() || header.kid.as_ref().is_some_and(|k| k.len() > MAX_KID_LEN) {
+            return Err(TokenError::Malformed);
+        }
+        Ok(Parsed {
+            header,
+            claims,
+            signing_input: self.signing_input,
+            signature: self.signature,
+        })
+    }
+}
+
+fn verify_with(set: &KeySet, p: &Parsed<'_, '_>, alg: Alg) -> Option<bool> {
     let mut candidates = set.candidates(p.header.kid.as_deref(), alg).peekable();
     candidates.peek()?;
     // RFC 7515 §2: the signature segment is base64url without padding, as jsonwebtoken decodes it.
@@ -237,7 +279,9 @@ pub async fn validate_traced(
     max_len: usize,
     trace: &mut Trace,
 ) -> Result<Validated, TokenError> {
-    let p = trace.check("token structure", parse(token, max_len), |p| {
+    let decoded = decode(token, max_len);
+    let parsed = decoded.as_ref().map_err(|e| *e).and_then(Decoded::parse);
+    let p = trace.check("token structure", parsed, |p| {
         format!(
             "JWS compact, {} bytes, alg {}, kid {}, typ {}",
             token.len(),
@@ -314,7 +358,10 @@ pub async fn validate_traced(
     })
 }
 
-fn trusted_issuer<'r>(c: &Claims, resource: &'r Resource) -> Result<&'r TrustedIssuer, TokenError> {
+fn trusted_issuer<'r>(
+    c: &Claims<'_>,
+    resource: &'r Resource,
+) -> Result<&'r TrustedIssuer, TokenError> {
     let iss = c.iss.as_deref().ok_or(TokenError::UnknownIssuer)?;
     resource
         .issuers
@@ -330,7 +377,7 @@ pub fn check_claims_offline(
     now: u64,
     trace: &mut Trace,
 ) -> Result<Principal, TokenError> {
-    let claims: Result<Claims, TokenError> =
+    let claims: Result<Claims<'_>, TokenError> =
         serde_json::from_slice(json).map_err(|_| TokenError::Malformed);
     let claims = trace.check("claims document", claims, |_| {
         "JSON object (signature not checked: offline)".into()
@@ -344,8 +391,10 @@ pub fn check_claims_offline(
 /// RFC 9068 §2.1 names `at+jwt`; plain `JWT` or no `typ` is what most issuers (Casdoor) send.
 /// Any other type (an ID token's `logout+jwt`, a DPoP proof) is not an access token.
 fn check_typ(typ: Option<&str>) -> Result<(), TokenError> {
-    match typ.map(str::to_ascii_lowercase).as_deref() {
-        None | Some("jwt") | Some("at+jwt") | Some("application/at+jwt") => Ok(()),
+    const ACCESS: [&str; 3] = ["jwt", "at+jwt", "application/at+jwt"];
+    match typ {
+        None => Ok(()),
+        Some(t) if ACCESS.iter().any(|a| t.eq_ignore_ascii_case(a)) => Ok(()),
         Some(_) => Err(TokenError::NotAccessToken),
     }
 }
@@ -357,7 +406,7 @@ fn numeric_date(v: &Value) -> Result<f64, TokenError> {
 }
 
 fn check_claims(
-    c: &Claims,
+    c: &Claims<'_>,
     trusted: &TrustedIssuer,
     resource: &Resource,
     now: u64,
@@ -416,7 +465,7 @@ fn check_claims(
     })?;
     Ok(Principal {
         issuer: trusted.issuer.clone(),
-        subject: c.sub.clone(),
+        subject: c.sub.as_deref().map(str::to_owned),
         client_id,
         scopes,
         expires_at: exp.max(0.0) as u64,
@@ -446,7 +495,7 @@ fn confirmation(cnf: Option<&Value>) -> Result<Option<String>, TokenError> {
 /// The union of the scopes in the claims the issuer's `scope_claims` names, each parsed by
 /// [`ClaimValue`]; a configured claim that is not a scope list makes the token malformed. A
 /// token with none of them has no scopes.
-fn granted_scopes(c: &Claims, trusted: &TrustedIssuer) -> Result<Scopes, TokenError> {
+fn granted_scopes(c: &Claims<'_>, trusted: &TrustedIssuer) -> Result<Scopes, TokenError> {
     let mut scopes = Scopes::default();
     for claim in &trusted.scope_claims {
         let value = match claim {
@@ -457,7 +506,7 @@ fn granted_scopes(c: &Claims, trusted: &TrustedIssuer) -> Result<Scopes, TokenEr
         };
         if let Some(v) = value {
             let parsed = ClaimValue::parse(v).map_err(|_| TokenError::Malformed)?;
-            scopes.extend(parsed.iter().map(str::to_owned));
+            scopes.extend(parsed);
         }
     }
     Ok(scopes)
@@ -466,7 +515,7 @@ fn granted_scopes(c: &Claims, trusted: &TrustedIssuer) -> Result<Scopes, TokenEr
 /// The client the token was issued to: the first of the issuer's `client_id_claims` present.
 /// Every configured claim that is present must be a string, so a token cannot smuggle a
 /// second, differently typed client id past the one we report.
-fn client_id(c: &Claims, trusted: &TrustedIssuer) -> Result<Option<String>, TokenError> {
+fn client_id(c: &Claims<'_>, trusted: &TrustedIssuer) -> Result<Option<String>, TokenError> {
     let mut found = None;
     for claim in &trusted.client_id_claims {
         let value = match claim {

@@ -12,7 +12,7 @@ fn resource() -> Resource {
     .remove(0)
 }
 
-fn claims(json: &str) -> Result<Claims, serde_json::Error> {
+fn claims(json: &str) -> Result<Claims<'_>, serde_json::Error> {
     serde_json::from_str(json)
 }
 
@@ -173,6 +173,11 @@ fn client_id_from_azp() {
             .as_deref(),
         Some("d")
     );
+}
+
+/// Split, decode and parse `token` (what `validate` does before any key is looked at).
+fn parse(token: &str, max_len: usize) -> Result<(), TokenError> {
+    decode(token, max_len)?.parse().map(|_| ())
 }
 
 #[test]
@@ -347,4 +352,41 @@ fn client_id_claims_first_present_wins() {
         id("client_id_claims: [cid]", r#""cid":"c","azp":5"#),
         Ok(Some("c".into()))
     );
+}
+
+/// Header and claims strings are borrowed from the decoded text when they hold no JSON
+/// escapes and decoded when they do: an escaped `iss`, `sub`, `alg`, `kid` or `typ` reads
+/// exactly as its unescaped spelling (some encoders write `\/` for `/`).
+#[test]
+fn escaped_strings_read_as_unescaped() {
+    let r = resource();
+    let c = claims(r#"{"iss":"https:\/\/iam","sub":"a\u0062c","aud":"client-1","exp":4102444800}"#)
+        .unwrap();
+    let t = trusted_issuer(&c, &r).unwrap();
+    assert_eq!(t.issuer, "https://iam");
+    let p = check_claims(&c, t, &r, 1_700_000_000, &mut Trace::off()).unwrap();
+    assert_eq!(p.subject.as_deref(), Some("abc"));
+
+    let h = URL_SAFE_NO_PAD
+        .encode(br#"{"alg":"RS\u0032\u0035\u0036","kid":"k\/1","typ":"at+\u006Awt"}"#);
+    let c = URL_SAFE_NO_PAD.encode(br#"{"iss":"x"}"#);
+    let token = format!("{h}.{c}.sig");
+    let decoded = decode(&token, 8192).unwrap();
+    let parsed = decoded.parse().unwrap();
+    assert_eq!(parsed.header.alg, "RS256");
+    assert_eq!(parsed.header.kid.as_deref(), Some("k/1"));
+    assert!(check_typ(parsed.header.typ.as_deref()).is_ok());
+    // A non-string where a string is read is still malformed.
+    let h = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","kid":7}"#);
+    assert!(matches!(
+        parse(&format!("{h}.{c}.sig"), 8192),
+        Err(TokenError::Malformed)
+    ));
+    let h = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256"}"#);
+    let c7 = URL_SAFE_NO_PAD.encode(br#"{"iss":["x"]}"#);
+    assert!(parse(&format!("{h}.{c}.sig"), 8192).is_ok());
+    assert!(matches!(
+        parse(&format!("{h}.{c7}.sig"), 8192),
+        Err(TokenError::Malformed)
+    ));
 }
