@@ -1,7 +1,9 @@
 //! The Envoy v3 bootstrap `mcp-authz render envoy` prints: PRM by `direct_response`,
 //! ext_authz naming the resource in `context_extensions`, CORS and HCM path hardening.
 
-use super::envoy_routes::{CORS_FILTER, EXT_AUTHZ_FILTER, cluster_name, cors_policy, virtual_host};
+use super::envoy_routes::{
+    CORS_FILTER, EXT_AUTHZ_FILTER, body_settings, cluster_name, cors_policy, virtual_host,
+};
 use std::net::{IpAddr, SocketAddr};
 
 use serde_yaml::Value;
@@ -357,6 +359,10 @@ fn http_filters(config: &Config) -> Value {
                             seq(AUTHZ_REQUEST_HEADERS.map(|h| obj([("exact", h.into())]))),
                         )]),
                     ),
+                    // Only the routes of resources with MCP rules buffer the body (the others
+                    // turn it off, `envoy_routes::upstream_route`); set here because Envoy
+                    // reads `pack_as_bytes` only at the filter level (envoyproxy/envoy#35623).
+                    ("with_request_body", body_settings(e.max_request_bytes)),
                     // mcp-authz sets identity headers, never routing ones.
                     ("clear_route_cache", false.into()),
                 ]),

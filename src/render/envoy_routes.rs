@@ -237,22 +237,17 @@ fn upstream_route(name: String, matcher: Value, r: &Resource, max_request_bytes:
         ]),
     )];
     // The JSON-RPC body (method, tool name) is part of the decision only where the policy has
-    // MCP rules; elsewhere Envoy neither buffers it nor copies it into the Check. Raw bytes are
-    // asked for, but Envoy 1.40 sends a per-route body in the UTF-8 `body` field regardless
-    // (seen by the load bench's null server): mcp-authz reads either, parses strictly
-    // (duplicate keys), and a body that is not UTF-8 makes the CheckRequest undecodable, which
-    // is a denial (`authz::DenyUndecodable`) — as JSON must be UTF-8 (RFC 8259 §8.1) for the
-    // MCP server too. A body over the cap arrives cut and marked
+    // MCP rules; elsewhere Envoy neither buffers it nor copies it into the Check. The filter
+    // asks for the body as raw bytes (`envoy::http_filters`): Envoy takes `pack_as_bytes`
+    // only from there (envoyproxy/envoy#35623), and as a UTF-8 string it would replace bytes
+    // that are not UTF-8, so mcp-authz would judge another body than the MCP server receives;
+    // as bytes, such a body is refused (RFC 8259 §8.1). The route repeats the settings and
+    // routes without MCP rules turn buffering off. A body over the cap arrives cut and marked
     // `x-envoy-auth-partial-body: true`, which mcp-authz refuses with 413.
     if inspects_body(r) {
-        check_settings.push((
-            "with_request_body",
-            obj([
-                ("max_request_bytes", max_request_bytes.into()),
-                ("allow_partial_message", true.into()),
-                ("pack_as_bytes", true.into()),
-            ]),
-        ));
+        check_settings.push(("with_request_body", body_settings(max_request_bytes)));
+    } else {
+        check_settings.push(("disable_request_body_buffering", true.into()));
     }
     obj([
         ("name", name.into()),
@@ -276,6 +271,16 @@ fn upstream_route(name: String, matcher: Value, r: &Resource, max_request_bytes:
                 ]),
             )]),
         ),
+    ])
+}
+
+/// How Envoy buffers a body for the Check: up to `max_request_bytes`, cut and marked beyond,
+/// as raw bytes.
+pub(super) fn body_settings(max_request_bytes: u32) -> Value {
+    obj([
+        ("max_request_bytes", max_request_bytes.into()),
+        ("allow_partial_message", true.into()),
+        ("pack_as_bytes", true.into()),
     ])
 }
 
@@ -310,13 +315,16 @@ fn not_found_route(name: String, r: &Resource) -> Value {
                     ("@type", EXT_AUTHZ_PER_ROUTE.into()),
                     (
                         "check_settings",
-                        obj([(
-                            "context_extensions",
-                            obj([
-                                (RESOURCE_CONTEXT_KEY, r.id.as_str().into()),
-                                (IDENTITY_CONTEXT_KEY, IDENTITY_STRIPPED_BY_PROXY.into()),
-                            ]),
-                        )]),
+                        obj([
+                            (
+                                "context_extensions",
+                                obj([
+                                    (RESOURCE_CONTEXT_KEY, r.id.as_str().into()),
+                                    (IDENTITY_CONTEXT_KEY, IDENTITY_STRIPPED_BY_PROXY.into()),
+                                ]),
+                            ),
+                            ("disable_request_body_buffering", true.into()),
+                        ]),
                     ),
                 ]),
             )]),

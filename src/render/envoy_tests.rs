@@ -170,7 +170,10 @@ fn bootstrap_has_the_hardening_and_filters() {
             "x-request-id"
         ]
     );
-    assert!(ea["with_request_body"].is_null());
+    // Raw bytes are set at the filter level, where Envoy reads `pack_as_bytes`
+    // (envoyproxy/envoy#35623); routes without MCP rules turn buffering off.
+    assert_eq!(ea["with_request_body"]["pack_as_bytes"], true);
+    assert_eq!(ea["with_request_body"]["max_request_bytes"], 65537);
     assert_eq!(ea["clear_route_cache"], false);
 
     let authz = cluster(&doc, AUTHZ_CLUSTER);
@@ -298,21 +301,26 @@ fn body_only_on_the_routes_of_resources_with_mcp_rules() {
         "{ONE}  - id: tools\n    uri: https://tools.example.com/mcp\n    upstream: 127.0.0.1:3001\n    issuers: [{{issuer: https://iam.example.com}}]\n    routes:\n      - path: /mcp\n        scopes: [files:list]\n        mcp: {{tools: {{read_file: [files:read]}}}}\n"
     ));
     let doc = render(&c, &EnvoyOptions::default());
-    let body = |vhost: usize, name: &str| {
+    let settings = |vhost: usize, name: &str| {
         route(&vhosts(&doc)[vhost], name)["typed_per_filter_config"][EXT_AUTHZ_FILTER]
-            ["check_settings"]["with_request_body"]
+            ["check_settings"]
             .clone()
     };
-    assert!(body(0, "mcp_files").is_null());
-    assert!(body(0, "default_files").is_null());
+    let body = |vhost: usize, name: &str| settings(vhost, name)["with_request_body"].clone();
+    let off = |vhost: usize, name: &str| {
+        settings(vhost, name)["disable_request_body_buffering"].as_bool() == Some(true)
+    };
+    assert!(body(0, "mcp_files").is_null() && off(0, "mcp_files"));
+    assert!(body(0, "default_files").is_null() && off(0, "default_files"));
     let tools = body(1, "mcp_tools");
     // One byte over limits.max_body_bytes: a body cut at Envoy's buffer is always longer
     // than what mcp-authz accepts, whatever `x-envoy-auth-partial-body` says.
     assert_eq!(tools["max_request_bytes"], 65537);
     assert_eq!(tools["allow_partial_message"], true);
     assert_eq!(tools["pack_as_bytes"], true);
+    assert!(!off(1, "mcp_tools"));
     // The catch-all never forwards, so it never needs the body.
-    assert!(body(1, "default_tools").is_null());
+    assert!(body(1, "default_tools").is_null() && off(1, "default_tools"));
 }
 
 #[test]

@@ -444,6 +444,17 @@ def test_unparseable_body_gets_400(stack, envoy, seen):
     assert_not_forwarded(stack)
 
 
+def test_body_that_is_not_utf8_is_refused(stack, envoy, seen):
+    # Envoy 1.40 sends a per-route body in the Check's UTF-8 `body` field even though the
+    # render asks for raw bytes; a byte sequence that is not UTF-8 makes that CheckRequest
+    # undecodable, which mcp-authz answers with a denial, never a gRPC error (an Envoy failing
+    # open would allow it). JSON must be UTF-8 (RFC 8259 §8.1): the server would not read it.
+    body = b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_files","arguments":{"p":"\xff\xfe"}}}'
+    r = envoy.mcp(body, token=stack.mint())
+    assert r.status == 400, r
+    assert_not_forwarded(stack)
+
+
 def test_body_over_the_envoy_buffer_gets_413(stack, envoy, seen):
     # Envoy buffers 65536 bytes for ext_authz (allow_partial_message): a tools/call beyond that
     # cannot be decided, so it is refused rather than judged on a truncated prefix.
