@@ -3,6 +3,8 @@
 //!
 //! `cargo bench --bench cache`
 
+mod common;
+
 use std::time::Instant;
 
 use mcp_authz::cache::TokenCache;
@@ -11,9 +13,7 @@ use mcp_authz::scope::Scopes;
 use mcp_authz::token::Principal;
 
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        // `cargo test --benches` runs bench binaries without `--bench`: compile-only there.
-        eprintln!("cache benchmark: run it with `cargo bench --bench cache`");
+    if !common::started_by_cargo_bench("cache") {
         return;
     }
     let capacity = 50_000;

@@ -7,6 +7,8 @@
 //!
 //! `cargo bench --bench crypto [-- --seconds S]`
 
+mod common;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -180,9 +182,7 @@ fn time(seconds: f64, mut f: impl FnMut() -> bool) -> f64 {
 }
 
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        // `cargo test --benches` runs bench binaries without `--bench`: compile-only there.
-        eprintln!("crypto benchmark: run it with `cargo bench --bench crypto`");
+    if !common::started_by_cargo_bench("crypto") {
         return;
     }
     let mut seconds = 3.0;

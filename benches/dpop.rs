@@ -6,6 +6,8 @@
 //!
 //! `cargo bench --bench dpop [-- --iterations N]`
 
+mod common;
+
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -111,17 +113,10 @@ impl ProofKey {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if !args.iter().any(|a| a == "--bench") {
-        eprintln!("dpop benchmark: run it with `cargo bench --bench dpop`");
+    if !common::started_by_cargo_bench("dpop") {
         return;
     }
-    let iterations: usize = args
-        .iter()
-        .position(|a| a == "--iterations")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5_000);
+    let iterations = common::count_arg("iterations", 5_000);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -7,6 +7,8 @@
 //!
 //! `cargo bench --bench firstseen [-- --tokens N]`
 
+mod common;
+
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -37,18 +39,10 @@ fn now() -> u64 {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if !args.iter().any(|a| a == "--bench") {
-        // `cargo test --benches` runs bench binaries without `--bench`: compile-only there.
-        eprintln!("first-seen benchmark: run it with `cargo bench --bench firstseen`");
+    if !common::started_by_cargo_bench("firstseen") {
         return;
     }
-    let tokens: usize = args
-        .iter()
-        .position(|a| a == "--tokens")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
+    let tokens = common::count_arg("tokens", 10_000);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

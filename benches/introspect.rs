@@ -6,6 +6,8 @@
 //!
 //! `cargo bench --bench introspect [-- --iterations N]`
 
+mod common;
+
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -55,18 +57,10 @@ async fn endpoint() -> String {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if !args.iter().any(|a| a == "--bench") {
-        // `cargo test --benches` runs bench binaries without `--bench`: compile-only there.
-        eprintln!("introspect benchmark: run it with `cargo bench --bench introspect`");
+    if !common::started_by_cargo_bench("introspect") {
         return;
     }
-    let iterations: usize = args
-        .iter()
-        .position(|a| a == "--iterations")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
+    let iterations = common::count_arg("iterations", 20_000);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
