@@ -35,9 +35,10 @@ pub type Key = [u8; 32];
 /// Make room in a full map of a bounded cache: remove up to [`EVICT_BATCH`] entries, those
 /// expired at `now` (by `until`, the first second an entry is no longer used) first, found
 /// in a scan of at most [`EVICT_SCAN`]; hash order is effectively random. Returns how many
-/// entries this call removed. The verified-token cache and the introspection answer cache
-/// share it.
-pub(crate) fn evict_batch<V, S, G>(
+/// entries this call removed. Only the verified-token cache evicts this way now: the
+/// introspection answer cache, whose every insert can be an eviction under a flood of one-use
+/// opaque tokens, is bounded by generations instead (`introspect::cache`).
+fn evict_batch<V, S, G>(
     map: &papaya::HashMapRef<'_, Key, V, S, G>,
     now: u64,
     until: impl Fn(&V) -> u64,
